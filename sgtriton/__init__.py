@@ -1,0 +1,19 @@
+"""sgtriton: StyleGAN generators compiled onto Triton kernels, proven against PyTorch references."""
+
+from sgtriton.config import PRESETS, GeneratorConfig, MappingConfig, SynthesisConfig, make_config
+from sgtriton.generator import Generator, build_generator
+from sgtriton.registry import available_blocks, register_block
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "Generator",
+    "GeneratorConfig",
+    "MappingConfig",
+    "SynthesisConfig",
+    "available_blocks",
+    "build_generator",
+    "make_config",
+    "register_block",
+]

@@ -1,0 +1,109 @@
+"""Building blocks shared by block types: the equalised-lr FC layer, the modulated ToRGB,
+the resnet skip conv and the per-layer noise source. NVlabs parameter names throughout."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sgtriton.blocks.base import NOISE_MODES
+from sgtriton.ops.bias_act import bias_act
+from sgtriton.ops.conv2d_resample import conv2d_resample
+from sgtriton.ops.fully_connected import fully_connected_ref
+from sgtriton.ops.modconv import modulated_conv2d_ref
+from sgtriton.ops.upfirdn2d import setup_filter
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalised-lr linear layer: ``y = act(x @ (W * lr/sqrt(in) * gain_scale)^T + b * lr) * act_gain``.
+
+    ``weight [out, in]`` is initialised ``N(0, 1) / lr_multiplier``; ``bias [out]`` to ``bias_init``.
+    ``weight_gain_scale = sqrt 2`` with ``act_gain = 1`` gives StyleGAN1's dense layer.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
+        weight_gain_scale: float = 1.0,
+        act_gain: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = weight_gain_scale * lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+        self.act_gain = act_gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fully_connected_ref(x, self.weight, self.bias, self.weight_gain, self.bias_gain,
+                                   self.activation, self.act_gain)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+def layer_noise(
+    noise_mode: str, noise_const: torch.Tensor | None, batch: int, resolution: int, device: torch.device
+) -> torch.Tensor | None:
+    """Unscaled noise for one layer: ``[N, 1, r, r]`` fresh normal, ``[r, r]`` stored, or ``None``."""
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
+    if noise_const is None or noise_mode == "none":
+        return None
+    if noise_mode == "random":
+        return torch.randn([batch, 1, resolution, resolution], device=device)
+    return noise_const
+
+
+def check_layer_input(x: torch.Tensor, channels: int, resolution: int, name: str) -> None:
+    """Refuse an input of the wrong shape with a message naming the layer."""
+    if x.ndim != 4 or x.shape[1] != channels or x.shape[2] != resolution or x.shape[3] != resolution:
+        raise ValueError(f"{name}: expected input [N, {channels}, {resolution}, {resolution}], "
+                         f"got {list(x.shape)}")
+
+
+class ModulatedToRGB(nn.Module):
+    """StyleGAN2 ToRGB: modulated 1x1 conv without demodulation, + bias, clamp.
+
+    ``styles = affine(w) / sqrt(I)``; ``y = clamp(conv1x1(x * styles, W) + b, +-conv_clamp)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True,
+                impl: str = "reference") -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d_ref(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+
+class SkipConv(nn.Module):
+    """resnet skip: 1x1 conv (``weight [O, I, 1, 1]`` / sqrt(I), no bias) then FIR ``upsample2d``."""
+
+    def __init__(self, in_channels: int, out_channels: int, resample_filter: tuple[int, ...]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        x = conv2d_resample(x, w, self.resample_filter, up=2)
+        return x * gain if gain != 1 else x

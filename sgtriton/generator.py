@@ -1,0 +1,98 @@
+"""The generator users hold: a ``torch.nn.Module`` with NVlabs ``G_ema``'s interface.
+
+``G(z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='random', force_fp32=False)``
+= ``G.synthesis(G.mapping(z, c, truncation_psi, truncation_cutoff), noise_mode, force_fp32)``.
+Attributes ``z_dim, c_dim, w_dim, img_resolution, img_channels, num_ws``. For ``moddemod``
+generators the state-dict names are NVlabs', so ``G_ema.state_dict()`` loads with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sgtriton.backends import check_backend, default_backend, resolve_impl
+from sgtriton.config import GeneratorConfig, make_config
+from sgtriton.graph.builder import Graph, build_graph
+from sgtriton.graph.mapping import MappingNetwork
+from sgtriton.graph.synthesis import SynthesisNetwork
+
+
+class _Synthesis(SynthesisNetwork):
+    """Synthesis that picks its implementation from the owning generator's backend."""
+
+    def __init__(self, graph: Graph, backend: str) -> None:
+        super().__init__(graph)
+        self.backend = backend
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False,
+                fused_modconv: bool | None = None, update_emas: bool = False, impl: str | None = None,
+                **kwargs: Any) -> torch.Tensor:
+        if kwargs:
+            raise TypeError(f"synthesis: unexpected keyword(s) {sorted(kwargs)}; expected noise_mode, "
+                            f"force_fp32, fused_modconv, update_emas")
+        if impl is None:
+            device = ws.device if isinstance(ws, torch.Tensor) else torch.device("cpu")
+            impl = resolve_impl(self.backend, device, self.block_type.implementations)
+        return super().forward(ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv,
+                               impl=impl, update_emas=update_emas)
+
+
+class Generator(nn.Module):
+    """A StyleGAN generator built from a :class:`~sgtriton.config.GeneratorConfig`."""
+
+    def __init__(self, config: GeneratorConfig, backend: str | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.backend = check_backend(backend) if backend is not None else default_backend()
+        self.graph = build_graph(config)
+        self.z_dim = config.z_dim
+        self.c_dim = config.c_dim
+        self.w_dim = config.w_dim
+        self.img_resolution = config.img_resolution
+        self.img_channels = config.img_channels
+        self.num_ws = self.graph.num_ws
+        # NVlabs registers synthesis before mapping; state-dict order follows.
+        self.synthesis = _Synthesis(self.graph, self.backend)
+        self.mapping = MappingNetwork(self.graph)
+
+    def set_backend(self, backend: str) -> Generator:
+        """Switch between ``'reference'``, ``'triton'`` and ``'auto'`` in place."""
+        self.backend = self.synthesis.backend = check_backend(backend)
+        return self
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1,
+                truncation_cutoff: int | None = None, update_emas: bool = False,
+                **synthesis_kwargs: Any) -> torch.Tensor:
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, img_resolution="
+                f"{self.img_resolution}, img_channels={self.img_channels}, num_ws={self.num_ws}, "
+                f"block={self.config.block}, backend={self.backend}")
+
+
+def build_generator(preset: str | None = None, *, backend: str | None = None, seed: int | None = None,
+                    device: torch.device | str | None = None, **kwargs: Any) -> Generator:
+    """Build a generator from a preset (or NVlabs defaults) and NVlabs ``Generator`` keywords.
+
+    ``build_generator("stylegan2-f", img_resolution=256)``;
+    ``build_generator(None, z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
+    mapping_kwargs={"num_layers": 8}, synthesis_kwargs={"channel_base": 16384}, block="moddemod")``.
+    ``seed`` makes the random initial weights reproducible. The generator is in eval mode.
+    """
+    config = kwargs.pop("config", None)
+    if config is None:
+        config = make_config(preset, **kwargs)
+    elif preset is not None or kwargs:
+        raise TypeError("config: pass either config= or a preset and keywords, not both")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        G = Generator(config, backend=backend)
+    G.eval().requires_grad_(False)
+    return G.to(device) if device is not None else G

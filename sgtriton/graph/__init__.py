@@ -1,0 +1,1 @@
+"""Configuration -> graph of typed nodes -> runnable modules and an inspectable plan."""

@@ -1,0 +1,127 @@
+"""The mapping network: z (+ label c) -> w, broadcast to ``[N, num_ws, w_dim]``, truncation.
+
+StyleGAN2 flavour (NVlabs ``MappingNetwork``)::
+
+    x = pixel_norm(z); y = pixel_norm(embed(c)); x = concat(x, y)
+    x = sqrt(2) * lrelu(x @ (W_i * 0.01/sqrt(in))^T + b_i * 0.01)        i = 0 .. L-1
+
+StyleGAN1 flavour (TF ``G_mapping``)::
+
+    x = pixel_norm(concat(z, c @ P^T))                                  (P unscaled, no bias)
+    x = lrelu(x @ (W_i * sqrt(2) * 0.01/sqrt(in))^T + b_i * 0.01)
+
+Then ``w`` is repeated ``num_ws`` times and truncated towards ``w_avg``:
+``w[:, :cutoff] = w_avg + psi * (w[:, :cutoff] - w_avg)`` (all ws when ``cutoff`` is None).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sgtriton.blocks.layers import FullyConnectedLayer
+from sgtriton.graph.builder import Graph
+from sgtriton.ops.fully_connected import normalize_2nd_moment
+
+
+class LabelProjection(nn.Module):
+    """StyleGAN1's label projection ``y = c @ weight^T`` (``weight [embed, c_dim]``, unscaled)."""
+
+    def __init__(self, c_dim: int, embed_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn([embed_features, c_dim]))
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return c @ self.weight.to(c.dtype).t()
+
+
+class MappingNetwork(nn.Module):
+    """NVlabs-compatible mapping network built from the graph's mapping nodes."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        config = graph.config
+        m = config.mapping
+        self.z_dim = config.z_dim
+        self.c_dim = config.c_dim
+        self.w_dim = config.w_dim
+        self.num_ws = graph.num_ws
+        self.num_layers = m.num_layers
+        self.w_avg_beta = m.w_avg_beta
+        self.flavour = m.flavour
+        stylegan1 = m.flavour == "stylegan1"
+        for node in graph.mapping_nodes:
+            if node.kind == "embed":
+                self.embed = (LabelProjection(node.in_channels, node.out_channels) if stylegan1 else
+                              FullyConnectedLayer(node.in_channels, node.out_channels))
+            elif node.kind == "fc":
+                layer = FullyConnectedLayer(
+                    node.in_channels, node.out_channels, activation="lrelu", lr_multiplier=m.lr_multiplier,
+                    weight_gain_scale=math.sqrt(2) if stylegan1 else 1.0, act_gain=1.0 if stylegan1 else None,
+                )
+                setattr(self, node.attr, layer)
+        if self.w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros([self.w_dim]))
+
+    def check_inputs(self, z: torch.Tensor | None, c: torch.Tensor | None) -> int:
+        """Validate ``z [N, z_dim]`` and ``c [N, c_dim]``; return ``N``."""
+        batch = None
+        if self.z_dim:
+            if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.z_dim:
+                got = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+                raise ValueError(f"z: expected a tensor of shape [N, {self.z_dim}], got {got}")
+            if not z.is_floating_point():
+                raise TypeError(f"z: expected a floating-point tensor, got dtype {z.dtype}")
+            if not torch.isfinite(z).all():
+                raise ValueError("z: contains NaN or infinite values")
+            batch = z.shape[0]
+        if self.c_dim:
+            if not isinstance(c, torch.Tensor) or c.ndim != 2 or c.shape[1] != self.c_dim:
+                got = list(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+                raise ValueError(f"c: expected a tensor of shape [N, {self.c_dim}] (c_dim={self.c_dim}), got {got}")
+            if batch is not None and c.shape[0] != batch:
+                raise ValueError(f"c: batch size {c.shape[0]} does not match z's {batch}")
+            if not torch.isfinite(c.float()).all():
+                raise ValueError("c: contains NaN or infinite values")
+            batch = c.shape[0]
+        elif c is not None and isinstance(c, torch.Tensor) and c.numel() and c.shape[-1] != 0:
+            raise ValueError(f"c: this generator is unconditional (c_dim=0); expected None or an empty "
+                             f"[N, 0] tensor, got shape {list(c.shape)}")
+        return int(batch)
+
+    def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1,
+                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``ws [N, num_ws, w_dim]`` (float32)."""
+        self.check_inputs(z, c)
+        if self.flavour == "stylegan1":
+            x = z.float()
+            if self.c_dim:
+                x = torch.cat([x, self.embed(c.float())], dim=1)
+            x = normalize_2nd_moment(x)
+        else:
+            x = normalize_2nd_moment(z.float()) if self.z_dim else None
+            if self.c_dim:
+                y = normalize_2nd_moment(self.embed(c.float()))
+                x = torch.cat([x, y], dim=1) if x is not None else y
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+
+        if update_emas and self.w_avg_beta is not None:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            if self.w_avg_beta is None:
+                raise ValueError("truncation_psi: this mapping network tracks no w_avg, so it cannot truncate")
+            if truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                if not isinstance(truncation_cutoff, int) or truncation_cutoff < 0:
+                    raise ValueError(f"truncation_cutoff={truncation_cutoff!r}: expected None or an int >= 0")
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+    def extra_repr(self) -> str:
+        return (f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}, "
+                f"flavour={self.flavour}")

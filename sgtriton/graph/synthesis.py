@@ -1,0 +1,142 @@
+"""The synthesis network: const 4x4 -> one block per resolution -> image, built from the graph.
+
+Block ``b{r}`` (attribute names are NVlabs'), for ``x [N, C(r/2), r/2, r/2]`` and the running
+skip image ``img [N, img_channels, r/2, r/2]``::
+
+    x = const (r = 4, repeated over the batch) [-> input layer, StyleGAN1]
+    'orig'/'skip':  x = conv1(conv0(x, w_a), w_b)
+    'resnet':       x = skip(x) * sqrt(.5) + conv1(conv0(x, w_a), w_b) * sqrt(.5)
+    img = upsample2d(img) + torgb(x, w_c)          (w_c = next block's w_a when ToRGB is styled)
+
+Blocks marked fp16 run in fp16 on CUDA only (and never with ``force_fp32``); the image path is
+float32. ``fused_modconv=None`` picks NVlabs' rule: fused in eval mode when fp32 or batch 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sgtriton.blocks.base import NOISE_MODES, BlockType
+from sgtriton.blocks.layers import SkipConv
+from sgtriton.graph.builder import Graph
+from sgtriton.graph.nodes import LayerNode
+from sgtriton.ops.upfirdn2d import setup_filter, upsample2d
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the synthesis network, with NVlabs ``SynthesisBlock`` attribute names."""
+
+    def __init__(self, nodes: dict[str, LayerNode], block_type: BlockType, architecture: str,
+                 img_channels: int, is_last: bool, resample_filter: tuple[int, ...]) -> None:
+        super().__init__()
+        main = nodes["conv1"]
+        self.resolution = main.resolution
+        self.in_channels = nodes["conv0"].in_channels if "conv0" in nodes else 0
+        self.out_channels = main.out_channels
+        self.w_dim = main.w_dim
+        self.img_channels = img_channels
+        self.is_last = is_last
+        self.architecture = architecture
+        self.use_fp16 = main.use_fp16
+        self.num_conv = sum(n.kind in ("conv", "input") for n in nodes.values())
+        self.num_torgb = int("torgb" in nodes and nodes["torgb"].w_index is not None)
+        self.nodes = nodes
+        if "const" in nodes:
+            init = torch.ones if block_type.const_init == "ones" else torch.randn
+            self.const = nn.Parameter(init([self.out_channels, 4, 4]))
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        for attr in ("input", "conv0", "conv1"):
+            if attr in nodes:
+                setattr(self, attr, block_type.make_layer(nodes[attr]))
+        if "torgb" in nodes:
+            self.torgb = block_type.make_torgb(nodes["torgb"])
+        if "skip" in nodes:
+            self.skip = SkipConv(nodes["skip"].in_channels, nodes["skip"].out_channels, resample_filter)
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str,
+                force_fp32: bool, fused_modconv: bool | None, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = ws.shape[0]
+        use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+        dtype = torch.float16 if use_fp16 else torch.float32
+        if fused_modconv is None:
+            fused_modconv = (not self.training) and (dtype == torch.float32 or batch == 1)
+        layer_kwargs = {"noise_mode": noise_mode, "fused_modconv": fused_modconv, "impl": impl}
+
+        def w_of(attr: str) -> torch.Tensor:
+            return ws[:, self.nodes[attr].w_index]
+
+        if x is None:
+            x = self.const.to(dtype).unsqueeze(0).repeat([batch, 1, 1, 1])
+            if hasattr(self, "input"):
+                x = self.input(x, w_of("input"), **layer_kwargs)
+        else:
+            x = x.to(dtype)
+
+        if self.architecture == "resnet" and hasattr(self, "skip"):
+            y = self.skip(x, gain=math.sqrt(0.5))
+            x = self.conv0(x, w_of("conv0"), **layer_kwargs)
+            x = self.conv1(x, w_of("conv1"), gain=math.sqrt(0.5), **layer_kwargs)
+            x = y + x
+        else:
+            if hasattr(self, "conv0"):
+                x = self.conv0(x, w_of("conv0"), **layer_kwargs)
+            x = self.conv1(x, w_of("conv1"), **layer_kwargs)
+
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        if hasattr(self, "torgb"):
+            w = w_of("torgb") if self.nodes["torgb"].w_index is not None else None
+            y = self.torgb(x, w, fused_modconv=fused_modconv, impl=impl).to(torch.float32)
+            img = img + y if img is not None else y
+        return x, img
+
+    def extra_repr(self) -> str:
+        return (f"resolution={self.resolution}, architecture={self.architecture}, "
+                f"in_channels={self.in_channels}, out_channels={self.out_channels}, use_fp16={self.use_fp16}")
+
+
+class SynthesisNetwork(nn.Module):
+    """ws ``[N, num_ws, w_dim]`` -> image ``[N, img_channels, R, R]`` (float32, not clamped)."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        config = graph.config
+        self.w_dim = config.w_dim
+        self.img_resolution = config.img_resolution
+        self.img_resolution_log2 = config.resolution_log2
+        self.img_channels = config.img_channels
+        self.num_fp16_res = config.synthesis.num_fp16_res
+        self.block_resolutions = config.block_resolutions
+        self.num_ws = graph.num_ws
+        self.block_type = graph.block_type
+        for r in self.block_resolutions:
+            block = SynthesisBlock(graph.block_nodes(r), graph.block_type, config.synthesis.architecture,
+                                   config.img_channels, r == config.img_resolution,
+                                   config.synthesis.resample_filter)
+            setattr(self, f"b{r}", block)
+
+    def check_ws(self, ws: torch.Tensor) -> None:
+        if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
+            got = list(ws.shape) if isinstance(ws, torch.Tensor) else type(ws).__name__
+            raise ValueError(f"ws: expected a tensor of shape [N, {self.num_ws}, {self.w_dim}], got {got}")
+        if not ws.is_floating_point():
+            raise TypeError(f"ws: expected a floating-point tensor, got dtype {ws.dtype}")
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False,
+                fused_modconv: bool | None = None, impl: str = "reference", update_emas: bool = False) -> torch.Tensor:
+        """``update_emas`` is accepted for NVlabs compatibility; synthesis tracks no averages."""
+        self.check_ws(ws)
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
+        ws = ws.to(torch.float32)
+        x = img = None
+        for r in self.block_resolutions:
+            x, img = getattr(self, f"b{r}")(x, img, ws, noise_mode, force_fp32, fused_modconv, impl)
+        return img
+
+    def extra_repr(self) -> str:
+        return (f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "
+                f"img_channels={self.img_channels}, block={self.block_type.name}")

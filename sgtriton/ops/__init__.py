@@ -1,0 +1,1 @@
+"""Primitive ops: the maths, the PyTorch reference and (where present) the Triton kernels."""
