@@ -1,0 +1,134 @@
+"""Kernel runtime shared by every op: the interpreter switch, kernel declarations and configs.
+
+* :func:`configure_interpreter` -- on a machine without CUDA, Triton kernels can only run under
+  Triton's interpreter, and Triton decides that per kernel when ``@triton.jit`` is applied. So
+  ``sgtriton`` calls this on import, before any kernel module is imported: it sets
+  ``TRITON_INTERPRET=1`` when no CUDA device is present and the variable is unset.
+* :func:`declare_kernel` -- every ``@triton.jit`` kernel is declared once, beside its launcher,
+  with its tuning space (a list of :class:`KernelConfig`, the first being the default) and a
+  function that gives the ahead-of-time compile signatures for a config and dtype. The compile
+  gate (``sgtriton kernels --report``) and the tuner read :data:`KERNELS`; nothing else lists
+  kernels.
+* :func:`launch_config` -- the config a launcher uses for a given shape key: the default unless a
+  config selector (the persistent tuner) is installed. Under the interpreter only the default
+  ever runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+INTERPRET_ENV = "TRITON_INTERPRET"
+
+
+def configure_interpreter() -> bool:
+    """Select Triton's interpreter when no CUDA device exists; return whether it is active."""
+    if INTERPRET_ENV not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ[INTERPRET_ENV] = "1"
+    # Triton >= 3.9 warns when this is unset; pin today's default (fusion on) explicitly.
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    return interpreter_active()
+
+
+def interpreter_active() -> bool:
+    """Whether kernels decorated from now on run under Triton's interpreter."""
+    return os.environ.get(INTERPRET_ENV, "0").lower() in ("1", "true", "on", "yes")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """One point of a kernel's tuning space: constexpr meta-parameters, warps and stages."""
+
+    meta: dict[str, int]
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def __str__(self) -> str:
+        meta = ",".join(f"{k}={v}" for k, v in self.meta.items())
+        return f"{meta},w{self.num_warps},s{self.num_stages}"
+
+
+#: ``(signature, constexprs)`` for ``triton.compiler.ASTSource``: argument name -> Triton type
+#: string (``'*fp16'``, ``'i32'``, ``'fp32'``, ``'constexpr'``) and constexpr name -> value.
+AotSignature = tuple[dict[str, str], dict[str, Any]]
+
+
+@dataclass
+class KernelSpec:
+    """A declared kernel: its JIT function, tuning space and compile signatures."""
+
+    name: str
+    fn: Any
+    configs: tuple[KernelConfig, ...]
+    aot_signature: Callable[[KernelConfig, str], AotSignature]
+    dtypes: tuple[str, ...] = ("fp32", "fp16")
+    uses_tensor_cores: bool = False
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_config(self) -> KernelConfig:
+        return self.configs[0]
+
+
+KERNELS: dict[str, KernelSpec] = {}
+
+ConfigSelector = Callable[[KernelSpec, Hashable], KernelConfig | None]
+_config_selector: ConfigSelector | None = None
+
+
+def declare_kernel(
+    name: str,
+    fn: Any,
+    configs: list[KernelConfig] | tuple[KernelConfig, ...],
+    aot_signature: Callable[[KernelConfig, str], AotSignature],
+    dtypes: tuple[str, ...] = ("fp32", "fp16"),
+    uses_tensor_cores: bool = False,
+    description: str = "",
+) -> KernelSpec:
+    """Declare ``fn`` under ``name`` (once) with its tuning space; returns the spec."""
+    if not configs:
+        raise ValueError(f"configs: kernel {name!r} needs at least one config")
+    if name in KERNELS and KERNELS[name].fn is not fn:
+        raise ValueError(f"name={name!r}: a different kernel is already declared under this name")
+    spec = KernelSpec(name, fn, tuple(configs), aot_signature, dtypes, uses_tensor_cores, description)
+    KERNELS[name] = spec
+    return spec
+
+
+def set_config_selector(selector: ConfigSelector | None) -> None:
+    """Install (or remove with ``None``) the function that picks a config per shape key."""
+    global _config_selector
+    _config_selector = selector
+
+
+def launch_config(spec: KernelSpec, key: Hashable) -> KernelConfig:
+    """The config to launch ``spec`` with for shape key ``key`` (the default under the interpreter)."""
+    if _config_selector is not None and not interpreter_active():
+        chosen = _config_selector(spec, key)
+        if chosen is not None:
+            return chosen
+    return spec.default_config
+
+
+def jit_function(fn: Any) -> Any:
+    """The compilable ``JITFunction`` behind ``fn`` (also when ``fn`` is an interpreted kernel)."""
+    import triton
+
+    if isinstance(fn, triton.runtime.jit.JITFunction):
+        return fn
+    return triton.runtime.jit.JITFunction(fn.fn)
+
+
+TORCH_TO_TRITON = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+
+
+def triton_dtype(dtype: Any) -> str:
+    """``torch.float16`` -> ``'fp16'`` (for signatures and config keys)."""
+    return TORCH_TO_TRITON[str(dtype).replace("torch.", "")]

@@ -1,0 +1,71 @@
+"""The one tolerance table, and the comparison every kernel test uses.
+
+A kernel result ``a`` in dtype ``d`` matches a float64 reference ``e`` when, elementwise,
+
+    |a - e| <= atol(d) * sqrt(K) + rtol(d) * |e|
+
+where ``K`` is the reduction length behind each output element (``I * kh * kw`` for a conv,
+``H * W`` for normalisation statistics, 1 for elementwise ops): rounding errors of a length-``K``
+sum grow like ``sqrt(K)`` for random-sign terms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+
+#: Per-dtype tolerances (atol is per sqrt of the reduction length).
+TOLERANCES: dict[torch.dtype, Tolerance] = {
+    torch.float64: Tolerance(rtol=1e-10, atol=1e-12),
+    torch.float32: Tolerance(rtol=2e-5, atol=2e-6),
+    torch.float16: Tolerance(rtol=4e-3, atol=2e-3),
+    torch.bfloat16: Tolerance(rtol=3e-2, atol=1.6e-2),
+}
+
+
+def tolerance_for(dtype: torch.dtype, reduction_length: int = 1) -> tuple[float, float]:
+    """``(rtol, atol)`` for ``dtype`` and a reduction of ``reduction_length`` terms."""
+    if dtype not in TOLERANCES:
+        raise ValueError(f"dtype={dtype}: no tolerance entry; expected one of {list(TOLERANCES)}")
+    tol = TOLERANCES[dtype]
+    return tol.rtol, tol.atol * math.sqrt(max(int(reduction_length), 1))
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, dtype: torch.dtype | None = None,
+                 reduction_length: int = 1, name: str = "output") -> None:
+    """Raise ``AssertionError`` with max/mean abs error, worst index and mismatch count on failure.
+
+    ``dtype`` picks the table row (default: ``actual.dtype``); ``expected`` is normally float64.
+    """
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise AssertionError(f"{name}: shape {list(actual.shape)} != expected {list(expected.shape)}")
+    dtype = dtype or actual.dtype
+    rtol, atol = tolerance_for(dtype, reduction_length)
+    a = actual.detach().to(torch.float64).cpu()
+    e = expected.detach().to(torch.float64).cpu()
+    if not torch.isfinite(a).eq(torch.isfinite(e)).all():
+        bad = (~torch.isfinite(a) & torch.isfinite(e)).sum().item()
+        raise AssertionError(f"{name}: {bad} non-finite values where the reference is finite")
+    finite = torch.isfinite(e)
+    err = (a - e).abs().where(finite, torch.zeros_like(a))
+    bound = atol + rtol * e.abs().where(finite, torch.zeros_like(e))
+    mismatch = err > bound
+    count = int(mismatch.sum())
+    if count:
+        worst = int((err - bound).argmax())
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), a.shape))
+        raise AssertionError(
+            f"{name}: {count} of {a.numel()} elements differ beyond rtol={rtol:.1e}, atol={atol:.1e} "
+            f"({dtype}, K={reduction_length}); max abs error {err.max().item():.3e}, "
+            f"mean abs error {err.mean().item():.3e}; worst at {index}: got {a[index].item():.6e}, "
+            f"expected {e[index].item():.6e}"
+        )
