@@ -1,0 +1,103 @@
+"""``sgtriton plan``: the graph as a table -- node, output shape, parameters, FLOPs, kernels.
+
+Parameter counts come from the real modules (built on the ``meta`` device, so no memory is
+used); FLOPs are ``2 x`` the block type's multiply-accumulate count per node as executed
+(up-convs at their input resolution); kernels are what the chosen backend runs for the node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sgtriton.backends import resolve_impl
+from sgtriton.generator import Generator
+from sgtriton.graph.nodes import LayerNode
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    node: LayerNode
+    params: int
+    flops: int
+    kernels: tuple[str, ...]
+
+
+def _module_at(root: nn.Module, path: str) -> nn.Module | torch.Tensor | None:
+    obj: object = root
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj  # type: ignore[return-value]
+
+
+def _node_params(G: Generator, node: LayerNode) -> int:
+    obj = _module_at(G, node.name)
+    if isinstance(obj, nn.Module):
+        return sum(p.numel() for p in obj.parameters())
+    if isinstance(obj, torch.Tensor):
+        return obj.numel()
+    return 0
+
+
+_MAPPING_KERNELS = {
+    "pixel_norm": ("normalize_2nd_moment",),
+    "embed": ("addmm",),
+    "fc": ("matmul", "bias_act_ref"),
+    "truncate": ("repeat", "lerp"),
+    "const": ("repeat",),
+    "skip": ("conv2d", "upfirdn2d_ref"),
+    "upsample_image": ("upfirdn2d_ref",),
+}
+
+
+def plan_rows(G: Generator, device: torch.device | str = "cpu") -> list[PlanRow]:
+    """One :class:`PlanRow` per graph node of ``G``, for tensors on ``device``."""
+    block_type = G.graph.block_type
+    impl = resolve_impl(G.backend, torch.device(device), block_type.implementations)
+    rows = []
+    for node in G.graph.nodes:
+        if node.kind in ("conv", "input", "torgb"):
+            kernels = block_type.kernels(node, impl)
+            macs = block_type.macs(node)
+        else:
+            kernels = _MAPPING_KERNELS.get(node.kind, ())
+            macs = block_type.macs(node) if node.kind in ("fc", "embed", "skip", "upsample_image") else 0
+        rows.append(PlanRow(node, _node_params(G, node), 2 * macs, tuple(kernels)))
+    return rows
+
+
+def format_plan(G: Generator, rows: list[PlanRow]) -> str:
+    """The plan as a fixed-width text table with totals."""
+    header = f"{'node':<31} {'kind':<14} {'output (per sample)':<20} {'w':>3} {'params':>12} {'MFLOP':>11}  kernels"
+    lines = [
+        f"generator: block={G.config.block} resolution={G.img_resolution} num_ws={G.num_ws} "
+        f"architecture={G.config.synthesis.architecture} backend={G.backend}",
+        header,
+        "-" * len(header),
+    ]
+    for row in rows:
+        n = row.node
+        shape = "x".join(str(s) for s in n.out_shape)
+        w = "" if n.w_index is None else str(n.w_index)
+        lines.append(f"{n.name:<31} {n.kind:<14} {shape:<20} {w:>3} {row.params:>12,} "
+                     f"{row.flops / 1e6:>11.2f}  {', '.join(row.kernels)}")
+    total_params = sum(p.numel() for p in G.parameters())
+    total_flops = sum(r.flops for r in rows)
+    launches = sum(len(r.kernels) for r in rows)
+    lines.append("-" * len(header))
+    lines.append(f"total parameters: {total_params:,}")
+    lines.append(f"total FLOPs per image: {total_flops / 1e9:.3f} GFLOP ({total_flops / 2e9:.3f} GMAC)")
+    lines.append(f"kernels/ops per image: {launches}")
+    return "\n".join(lines)
+
+
+def meta_generator(*args, **kwargs) -> Generator:
+    """A generator whose tensors live on the ``meta`` device (shapes only, no memory)."""
+    from sgtriton.generator import build_generator
+
+    with torch.device("meta"):
+        return build_generator(*args, **kwargs)

@@ -1,0 +1,74 @@
+"""Seeds, latents and image files, with NVlabs ``generate.py`` conventions.
+
+* seed -> z: ``numpy.random.RandomState(seed).randn(1, z_dim)`` (float64, cast to float32 by mapping).
+* image -> uint8: ``clamp(img * 127.5 + 128, 0, 255)`` truncated toward zero, NCHW -> NHWC.
+* 1-channel images are written as grayscale, 3 as RGB, 4 as RGBA (2 as grayscale + alpha).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def parse_range(text: str, name: str = "seeds") -> list[int]:
+    """``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``; errors name the option."""
+    values: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise ValueError(f"{name}={text!r}: range {part!r} is descending; expected 'a-b' with a <= b")
+            values.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"\d+", part):
+            values.append(int(part))
+        else:
+            raise ValueError(f"{name}={text!r}: expected comma-separated non-negative ints or ranges like '0-7'")
+    return values
+
+
+def seed_to_z(seed: int, z_dim: int) -> torch.Tensor:
+    """NVlabs' latent for ``seed``: ``RandomState(seed).randn(1, z_dim)`` as float64 ``[1, z_dim]``."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed}: expected an int in [0, 2**32)")
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim))
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """``[N, C, H, W]`` float in ~[-1, 1] -> ``[N, H, W, C]`` uint8."""
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """``[H, W, C]`` uint8 -> a PIL image (grayscale for C = 1)."""
+    channels = array.shape[-1]
+    if channels not in _MODES:
+        raise ValueError(f"image: expected 1-4 channels, got {channels}")
+    return Image.fromarray(array[..., 0] if channels == 1 else array, _MODES[channels])
+
+
+def save_image(array: np.ndarray, path: str | Path) -> None:
+    to_pil(array).save(path)
+
+
+def make_grid(images: list[np.ndarray], columns: int | None = None) -> np.ndarray:
+    """Tile equally sized ``[H, W, C]`` images row-major into one ``[rows*H, cols*W, C]`` array."""
+    if not images:
+        raise ValueError("images: expected at least one image")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    h, w, c = images[0].shape
+    grid = np.zeros([rows * h, columns * w, c], dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
+    return grid
