@@ -46,13 +46,14 @@ class ModulatedLayer(nn.Module):
         self.affine = FullyConnectedLayer(node.w_dim, node.in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([node.out_channels, node.in_channels, node.kernel_size,
                                                 node.kernel_size]))
-        self.bias = nn.Parameter(torch.zeros([node.out_channels]))
         if node.use_noise:
             self.register_buffer("noise_const", torch.randn([node.resolution, node.resolution]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         else:
             self.noise_const = None
             self.noise_strength = None
+        # Registered after noise_strength: NVlabs' state-dict order is weight, noise_strength, bias.
+        self.bias = nn.Parameter(torch.zeros([node.out_channels]))
 
     def scaled_noise(self, noise_mode: str, batch: int, device: torch.device) -> torch.Tensor | None:
         noise = layer_noise(noise_mode, self.noise_const, batch, self.resolution, device)
