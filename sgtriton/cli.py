@@ -149,7 +149,7 @@ def generate(network, preset, resolution, block, block_kwargs, init_seed, backen
             z = torch.cat([seed_to_z(s, G.z_dim) for s in batch]).to(device)
             img = G(z, label.repeat(len(batch), 1), truncation_psi=psi, truncation_cutoff=cutoff,
                     noise_mode=noise_mode)
-            for seed, array in zip(batch, to_uint8(img)):
+            for seed, array in zip(batch, to_uint8(img), strict=True):
                 save_image(array, outdir / f"seed{seed:04d}.png")
                 images.append(array)
             progress.update(len(batch))

@@ -147,10 +147,20 @@ def test_seeded_build_is_reproducible_and_does_not_touch_the_global_rng():
     after = torch.randn(3)
     b = build_generator("stylegan2-f", seed=3, **SMALL)
     assert torch.equal(before, after)
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
 
 
 def test_public_api_exports():
     for name in ("build_generator", "Generator", "GeneratorConfig", "register_block", "available_blocks"):
         assert hasattr(sgtriton, name)
+
+
+def test_double_generator_is_a_float64_reference():
+    G = small("stylegan2-f")
+    G64 = small("stylegan2-f").double()
+    z = torch.randn(2, 24)
+    ws64 = G64.mapping(z, None)
+    img64 = G64.synthesis(ws64, noise_mode="const")
+    assert ws64.dtype == torch.float64 and img64.dtype == torch.float64
+    torch.testing.assert_close(G(z, None, noise_mode="const"), img64.float(), rtol=1e-4, atol=1e-5)

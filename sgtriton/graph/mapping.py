@@ -95,15 +95,17 @@ class MappingNetwork(nn.Module):
                 truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
         """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``ws [N, num_ws, w_dim]`` (float32)."""
         self.check_inputs(z, c)
+        # NVlabs computes in float32; a mapping converted with .double() computes in float64.
+        dtype = torch.float64 if self.fc0.weight.dtype == torch.float64 else torch.float32
         if self.flavour == "stylegan1":
-            x = z.float()
+            x = z.to(dtype)
             if self.c_dim:
-                x = torch.cat([x, self.embed(c.float())], dim=1)
+                x = torch.cat([x, self.embed(c.to(dtype))], dim=1)
             x = normalize_2nd_moment(x)
         else:
-            x = normalize_2nd_moment(z.float()) if self.z_dim else None
+            x = normalize_2nd_moment(z.to(dtype)) if self.z_dim else None
             if self.c_dim:
-                y = normalize_2nd_moment(self.embed(c.float()))
+                y = normalize_2nd_moment(self.embed(c.to(dtype)))
                 x = torch.cat([x, y], dim=1) if x is not None else y
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)

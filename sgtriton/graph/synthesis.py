@@ -9,7 +9,8 @@ skip image ``img [N, img_channels, r/2, r/2]``::
     img = upsample2d(img) + torgb(x, w_c)          (w_c = next block's w_a when ToRGB is styled)
 
 Blocks marked fp16 run in fp16 on CUDA only (and never with ``force_fp32``); the image path is
-float32. ``fused_modconv=None`` picks NVlabs' rule: fused in eval mode when fp32 or batch 1.
+float32 (float64 for a generator converted with ``.double()``, the float64 reference).
+``fused_modconv=None`` picks NVlabs' rule: fused in eval mode when not fp16, or at batch 1.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ class SynthesisBlock(nn.Module):
                 force_fp32: bool, fused_modconv: bool | None, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
         batch = ws.shape[0]
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
-        dtype = torch.float16 if use_fp16 else torch.float32
+        dtype = torch.float16 if use_fp16 else ws.dtype  # ws.dtype: float32, or float64 for a .double() G
         if fused_modconv is None:
-            fused_modconv = (not self.training) and (dtype == torch.float32 or batch == 1)
+            fused_modconv = (not self.training) and (dtype != torch.float16 or batch == 1)
         layer_kwargs = {"noise_mode": noise_mode, "fused_modconv": fused_modconv, "impl": impl}
 
         def w_of(attr: str) -> torch.Tensor:
@@ -89,7 +90,7 @@ class SynthesisBlock(nn.Module):
             img = upsample2d(img, self.resample_filter)
         if hasattr(self, "torgb"):
             w = w_of("torgb") if self.nodes["torgb"].w_index is not None else None
-            y = self.torgb(x, w, fused_modconv=fused_modconv, impl=impl).to(torch.float32)
+            y = self.torgb(x, w, fused_modconv=fused_modconv, impl=impl).to(ws.dtype)
             img = img + y if img is not None else y
         return x, img
 
@@ -131,7 +132,8 @@ class SynthesisNetwork(nn.Module):
         self.check_ws(ws)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
-        ws = ws.to(torch.float32)
+        # NVlabs computes in float32; a generator converted with .double() computes in float64.
+        ws = ws.to(torch.float64 if self.b4.const.dtype == torch.float64 else torch.float32)
         x = img = None
         for r in self.block_resolutions:
             x, img = getattr(self, f"b{r}")(x, img, ws, noise_mode, force_fp32, fused_modconv, impl)
