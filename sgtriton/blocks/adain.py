@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgtriton.blocks.base import BlockType
-from sgtriton.blocks.layers import FullyConnectedLayer, check_layer_input, layer_noise
+from sgtriton.blocks.layers import FullyConnectedLayer, add_skip_image, check_layer_input, image_dtype, layer_noise
 from sgtriton.graph.nodes import LayerNode
 from sgtriton.ops.bias_act import bias_act
 from sgtriton.ops.normalization import adain_epilogue_ref
@@ -98,18 +98,23 @@ class AdaINLayer(nn.Module):
 
 
 class PlainToRGB(nn.Module):
-    """StyleGAN1 ToRGB: 1x1 conv with weight gain 1/sqrt(C), + bias, linear; reads no w."""
+    """StyleGAN1 ToRGB: 1x1 conv with weight gain 1/sqrt(C), + bias, linear; reads no w.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    With ``skip`` (the skip architecture) returns ``upsample2d(skip) + y``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, resample_filter: tuple[int, ...] = (1, 3, 3, 1)) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels)
+        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor | None = None, fused_modconv: bool = True,
-                impl: str = "reference") -> torch.Tensor:
+                impl: str = "reference", skip: torch.Tensor | None = None) -> torch.Tensor:
         x = F.conv2d(x, (self.weight * self.weight_gain).to(x.dtype))
-        return bias_act(x, self.bias.to(x.dtype))
+        y = bias_act(x, self.bias.to(x.dtype))
+        return add_skip_image(y.to(image_dtype(y)), skip, self.resample_filter)
 
 
 class AdaINBlock(BlockType):
@@ -126,7 +131,7 @@ class AdaINBlock(BlockType):
         return AdaINLayer(node)
 
     def make_torgb(self, node: LayerNode) -> nn.Module:
-        return PlainToRGB(node.in_channels, node.out_channels)
+        return PlainToRGB(node.in_channels, node.out_channels, node.options["resample_filter"])
 
     def kernels(self, node: LayerNode, impl: str) -> tuple[str, ...]:
         if node.kind == "torgb":

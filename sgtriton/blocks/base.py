@@ -10,8 +10,9 @@ Module protocols (``impl`` is ``'reference'`` or ``'triton'``):
 * style layer (node kinds ``'conv'`` and ``'input'``):
   ``forward(x [N, I, r_in, r_in], w [N, w_dim], noise_mode, fused_modconv, gain, impl)``
   -> ``[N, O, r, r]``;
-* ToRGB (kind ``'torgb'``): ``forward(x [N, C, r, r], w [N, w_dim] or None, fused_modconv, impl)``
-  -> ``[N, img_channels, r, r]``.
+* ToRGB (kind ``'torgb'``): ``forward(x [N, C, r, r], w [N, w_dim] or None, fused_modconv, impl,
+  skip=None)`` -> ``[N, img_channels, r, r]`` float32; with ``skip [N, img_channels, r/2, r/2]`` (the
+  previous image) it returns ``upsample2d(skip) + torgb(x)``, so kernels can fuse the two.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class BlockType(abc.ABC):
     const_init: ClassVar[str] = "randn"
     #: Block options and their defaults (``block_kwargs``); unknown options are refused.
     options: ClassVar[dict[str, Any]] = {}
+    #: Option values the equivalence harness (:mod:`sgtriton.testing`) samples from.
+    test_options: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __init__(self, **block_kwargs: Any) -> None:
         unknown = sorted(set(block_kwargs) - set(self.options))
@@ -55,7 +58,7 @@ class BlockType(abc.ABC):
         self.block_kwargs = {**self.options, **block_kwargs}
         self.validate_options(self.block_kwargs)
 
-    def validate_options(self, block_kwargs: dict[str, Any]) -> None:
+    def validate_options(self, block_kwargs: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
         """Raise ``ValueError`` naming the option if a value is out of range."""
 
     @abc.abstractmethod
@@ -69,6 +72,10 @@ class BlockType(abc.ABC):
     def kernels(self, node: LayerNode, impl: str) -> tuple[str, ...]:
         """Names of the kernels (or reference ops) that run for ``node`` under ``impl``."""
         return ()
+
+    def reduction_length(self, node: LayerNode) -> int:
+        """Terms summed per output element (scales the test tolerance): ``I * k * k`` for a conv."""
+        return max(node.in_channels * node.kernel_size**2, 1)
 
     def macs(self, node: LayerNode) -> int:
         """Multiply-accumulates per sample for ``node`` (used by ``sgtriton plan``)."""

@@ -13,7 +13,7 @@ from sgtriton.ops.bias_act import bias_act
 from sgtriton.ops.conv2d_resample import conv2d_resample
 from sgtriton.ops.fully_connected import fully_connected_ref
 from sgtriton.ops.modconv import modulated_conv2d_ref
-from sgtriton.ops.upfirdn2d import setup_filter
+from sgtriton.ops.upfirdn2d import setup_filter, upsample2d
 
 
 class FullyConnectedLayer(nn.Module):
@@ -72,13 +72,20 @@ def check_layer_input(x: torch.Tensor, channels: int, resolution: int, name: str
                          f"got {list(x.shape)}")
 
 
-class ModulatedToRGB(nn.Module):
-    """StyleGAN2 ToRGB: modulated 1x1 conv without demodulation, + bias, clamp.
+def add_skip_image(y: torch.Tensor, skip: torch.Tensor | None, resample_filter: torch.Tensor) -> torch.Tensor:
+    """The skip architecture's image sum: ``upsample2d(skip) + y`` (``y`` alone without ``skip``)."""
+    return y if skip is None else upsample2d(skip, resample_filter) + y
 
-    ``styles = affine(w) / sqrt(I)``; ``y = clamp(conv1x1(x * styles, W) + b, +-conv_clamp)``.
+
+class ModulatedToRGB(nn.Module):
+    """StyleGAN2 ToRGB: modulated 1x1 conv without demodulation, + bias, clamp, + skip image.
+
+    ``styles = affine(w) / sqrt(I)``; ``y = clamp(conv1x1(x * styles, W) + b, +-conv_clamp)``, returned
+    in float32 (float64 for float64 inputs) as ``upsample2d(skip) + y`` when ``skip`` is given.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None,
+                 resample_filter: tuple[int, ...] = (1, 3, 3, 1)) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.conv_clamp = conv_clamp
@@ -86,12 +93,20 @@ class ModulatedToRGB(nn.Module):
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels)
+        # Not in NVlabs' ToRGBLayer state dict: the skip image's FIR, kept out of state dicts.
+        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True,
-                impl: str = "reference") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True, impl: str = "reference",
+                skip: torch.Tensor | None = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d_ref(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        y = bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        return add_skip_image(y.to(image_dtype(y)), skip, self.resample_filter)
+
+
+def image_dtype(x: torch.Tensor) -> torch.dtype:
+    """The image path's dtype: float64 for float64 features, else float32 (also for fp16 blocks)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 class SkipConv(nn.Module):

@@ -92,7 +92,8 @@ class ModDemodBlock(BlockType):
         return ModulatedLayer(node, node.options["resample_filter"])
 
     def make_torgb(self, node: LayerNode) -> nn.Module:
-        return ModulatedToRGB(node.in_channels, node.out_channels, node.w_dim, node.conv_clamp)
+        return ModulatedToRGB(node.in_channels, node.out_channels, node.w_dim, node.conv_clamp,
+                              node.options["resample_filter"])
 
     def kernels(self, node: LayerNode, impl: str) -> tuple[str, ...]:
         return ("affine:addmm", "modulated_conv2d_ref", "bias_act_ref")

@@ -52,7 +52,8 @@ class RevisedBlock(BlockType):
         return RevisedLayer(node, node.options["resample_filter"])
 
     def make_torgb(self, node: LayerNode) -> nn.Module:
-        return ModulatedToRGB(node.in_channels, node.out_channels, node.w_dim, node.conv_clamp)
+        return ModulatedToRGB(node.in_channels, node.out_channels, node.w_dim, node.conv_clamp,
+                              node.options["resample_filter"])
 
     def kernels(self, node: LayerNode, impl: str) -> tuple[str, ...]:
         if node.kind == "torgb":

@@ -86,12 +86,11 @@ class SynthesisBlock(nn.Module):
                 x = self.conv0(x, w_of("conv0"), **layer_kwargs)
             x = self.conv1(x, w_of("conv1"), **layer_kwargs)
 
-        if img is not None:
-            img = upsample2d(img, self.resample_filter)
-        if hasattr(self, "torgb"):
+        if hasattr(self, "torgb"):  # ToRGB adds the upsampled skip image itself (kernels fuse the two)
             w = w_of("torgb") if self.nodes["torgb"].w_index is not None else None
-            y = self.torgb(x, w, fused_modconv=fused_modconv, impl=impl).to(ws.dtype)
-            img = img + y if img is not None else y
+            img = self.torgb(x, w, fused_modconv=fused_modconv, impl=impl, skip=img)
+        elif img is not None:
+            img = upsample2d(img, self.resample_filter)
         return x, img
 
     def extra_repr(self) -> str:
