@@ -43,10 +43,11 @@ class _Synthesis(SynthesisNetwork):
 class Generator(nn.Module):
     """A StyleGAN generator built from a :class:`~sgtriton.config.GeneratorConfig`."""
 
-    def __init__(self, config: GeneratorConfig, backend: str | None = None) -> None:
+    def __init__(self, config: GeneratorConfig, backend: str | None = None, autotune: str | None = None) -> None:
         super().__init__()
         self.config = config
         self.backend = check_backend(backend) if backend is not None else default_backend()
+        _install_tuning_policy(autotune)
         self.graph = build_graph(config)
         self.z_dim = config.z_dim
         self.c_dim = config.c_dim
@@ -63,6 +64,13 @@ class Generator(nn.Module):
         self.backend = self.synthesis.backend = check_backend(backend)
         return self
 
+    def warmup(self, batch_sizes: tuple[int, ...] = (1,), dtypes: tuple[str, ...] = ("fp32",), **kwargs: Any):
+        """Compile (and under ``SGTRITON_AUTOTUNE=full`` tune) every kernel for these batch sizes and
+        dtypes ahead of the first real call; see :func:`sgtriton.autotune.warmup`."""
+        from sgtriton.autotune import warmup
+
+        return warmup(self, batch_sizes, dtypes, **kwargs)
+
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1,
                 truncation_cutoff: int | None = None, update_emas: bool = False,
                 **synthesis_kwargs: Any) -> torch.Tensor:
@@ -76,14 +84,27 @@ class Generator(nn.Module):
                 f"block={self.config.block}, backend={self.backend}")
 
 
+def _install_tuning_policy(autotune: str | None) -> None:
+    """Kernel configs come from the tuning policy: ``autotune`` if given, else ``$SGTRITON_AUTOTUNE``
+    (default ``cached``: cache, then shipped table, then default -- never benchmarks at start-up)."""
+    from sgtriton.autotune import install, installed_policy
+
+    if autotune is not None:
+        install(autotune)
+    elif installed_policy() is None:
+        install()
+
+
 def build_generator(preset: str | None = None, *, backend: str | None = None, seed: int | None = None,
-                    device: torch.device | str | None = None, **kwargs: Any) -> Generator:
+                    device: torch.device | str | None = None, autotune: str | None = None,
+                    **kwargs: Any) -> Generator:
     """Build a generator from a preset (or NVlabs defaults) and NVlabs ``Generator`` keywords.
 
     ``build_generator("stylegan2-f", img_resolution=256)``;
     ``build_generator(None, z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
     mapping_kwargs={"num_layers": 8}, synthesis_kwargs={"channel_base": 16384}, block="moddemod")``.
-    ``seed`` makes the random initial weights reproducible. The generator is in eval mode.
+    ``seed`` makes the random initial weights reproducible; ``autotune`` (``'off'|'cached'|'full'``)
+    sets the process-wide kernel tuning policy. The generator is in eval mode.
     """
     config = kwargs.pop("config", None)
     if config is None:
@@ -93,6 +114,6 @@ def build_generator(preset: str | None = None, *, backend: str | None = None, se
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        G = Generator(config, backend=backend)
+        G = Generator(config, backend=backend, autotune=autotune)
     G.eval().requires_grad_(False)
     return G.to(device) if device is not None else G
