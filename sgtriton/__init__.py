@@ -9,6 +9,9 @@ from sgtriton.config import PRESETS, GeneratorConfig, MappingConfig, SynthesisCo
 from sgtriton.generator import Generator, build_generator
 from sgtriton.registry import available_blocks, register_block
 
+# Last: the checkpoint loaders import the generator modules above.
+from sgtriton.checkpoints import load, save
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -19,6 +22,8 @@ __all__ = [
     "SynthesisConfig",
     "available_blocks",
     "build_generator",
+    "load",
     "make_config",
     "register_block",
+    "save",
 ]

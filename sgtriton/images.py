@@ -48,12 +48,17 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def to_pil(array: np.ndarray) -> Image.Image:
-    """``[H, W, C]`` uint8 -> a PIL image (grayscale for C = 1)."""
-    channels = array.shape[-1]
+def image_mode(channels: int) -> str:
+    """PIL mode for ``channels`` image channels: ``L``, ``LA``, ``RGB`` or ``RGBA``."""
     if channels not in _MODES:
         raise ValueError(f"image: expected 1-4 channels, got {channels}")
-    return Image.fromarray(array[..., 0] if channels == 1 else array, _MODES[channels])
+    return _MODES[channels]
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """``[H, W, C]`` uint8 -> a PIL image (grayscale for C = 1)."""
+    mode = image_mode(array.shape[-1])
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array, mode)
 
 
 def save_image(array: np.ndarray, path: str | Path) -> None:

@@ -130,3 +130,20 @@ def test_plan_and_blocks_commands():
 def test_help_everywhere(command):
     result = run([*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_generate_from_a_checkpoint_matches_the_python_api(tmp_path):
+    import sgtriton
+
+    G = build_generator("stylegan2-f", img_resolution=8, c_dim=2, seed=4)
+    G.mapping.w_avg.normal_()
+    sgtriton.save(G, tmp_path / "g.safetensors")
+    result = run(["generate", "--network", str(tmp_path / "g.safetensors"), "--seeds", "3,4", "--trunc", "0.5",
+                  "--class", "1", "--outdir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    label = torch.tensor([[0.0, 1.0]])
+    expected = to_uint8(G(seed_to_z(4, 512), label, truncation_psi=0.5, noise_mode="const"))[0]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "seed0004.png")), expected)
+    result = CliRunner().invoke(main, ["generate", "--network", str(tmp_path / "g.safetensors"), "--preset",
+                                       "stylegan2-f", "--seeds", "0", "--outdir", str(tmp_path / "o2")])
+    assert result.exit_code != 0 and "--network: a checkpoint fixes the architecture" in result.output

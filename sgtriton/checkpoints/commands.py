@@ -1,0 +1,108 @@
+"""``sgtriton convert`` and ``sgtriton mix``: click commands the CLI attaches.
+
+``convert IN OUT`` reads any supported checkpoint and writes sgtriton's native safetensors file.
+``mix`` renders a style-mixing grid the way NVlabs ``style_mixing.py`` does: row seeds give the
+coarse ws, column seeds replace the ws listed in ``--styles``; files ``{row}-{col}.png`` (the
+diagonal ``{seed}-{seed}.png`` are the unmixed images) and ``grid.png``. Seeds map to z with
+``np.random.RandomState(seed).randn(z_dim)``; images to uint8 with ``clamp(x * 127.5 + 128)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+import PIL.Image
+import torch
+from tqdm import tqdm
+
+from sgtriton.checkpoints import FORMATS, CheckpointError, convert, load
+from sgtriton.checkpoints.assemble import describe
+from sgtriton.images import image_mode, parse_range, seed_to_z, to_pil, to_uint8
+
+
+def _range_option(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_range(value, param.opts[0] if param.opts else "value")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+@click.command("convert")
+@click.argument("source", metavar="IN", type=click.Path(exists=True, dir_okay=False))
+@click.argument("destination", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Insist on the input format instead of detecting it.")
+def convert_command(source: str, destination: str, fmt: str | None) -> None:
+    """Convert IN (NVlabs/TensorFlow .pkl, rosinality .pt, sgtriton .safetensors) to native OUT."""
+    try:
+        G = convert(source, destination, format=fmt)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {destination}: {describe(G.config)}")
+
+
+@click.command("mix")
+@click.option("--network", "network", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Checkpoint (any format sgtriton loads).")
+@click.option("--rows", "row_seeds", required=True, callback=_range_option, help="Seeds of the rows, e.g. 85,100.")
+@click.option("--cols", "col_seeds", required=True, callback=_range_option, help="Seeds of the columns.")
+@click.option("--styles", "col_styles", default="0-6", show_default=True, callback=_range_option,
+              help="The ws the column seeds replace.")
+@click.option("--trunc", "truncation_psi", type=float, default=None,
+              help="Truncation psi [default: the network's, 1 for StyleGAN2, 0.7 for StyleGAN1].")
+@click.option("--class", "class_idx", type=int, default=None, help="Class label (conditional networks).")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--outdir", required=True, type=click.Path(file_okay=False))
+@click.option("--device", default=None, help="torch device [default: cuda when available, else cpu].")
+def mix_command(network: str, row_seeds: list[int], col_seeds: list[int], col_styles: list[int],
+                truncation_psi: float | None, class_idx: int | None, noise_mode: str, outdir: str,
+                device: str | None) -> None:
+    """Render a style-mixing grid (NVlabs style_mixing.py)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        G = load(network, device=device)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    bad = [s for s in col_styles if not 0 <= s < G.num_ws]
+    if bad:
+        raise click.BadParameter(f"{bad[:5]}{'...' if len(bad) > 5 else ''}: this network has ws 0..{G.num_ws - 1}",
+                                 param_hint="--styles")
+    c = None
+    if G.c_dim:
+        if class_idx is None or not 0 <= class_idx < G.c_dim:
+            raise click.BadParameter(f"{class_idx!r}: a conditional network needs a class in 0..{G.c_dim - 1}",
+                                     param_hint="--class")
+        c = torch.zeros([1, G.c_dim], device=device)
+        c[0, class_idx] = 1
+    psi = G.config.truncation_psi if truncation_psi is None else truncation_psi
+    os.makedirs(outdir, exist_ok=True)
+
+    seeds = sorted(set(row_seeds + col_seeds))
+    z = torch.cat([seed_to_z(s, G.z_dim) for s in seeds]).to(device)
+    with torch.no_grad():
+        ws = G.mapping(z, None if c is None else c.repeat(len(seeds), 1), truncation_psi=psi,
+                       truncation_cutoff=G.config.truncation_cutoff)
+        w_of = dict(zip(seeds, ws, strict=True))
+        images = {(s, s): img for s, img in zip(seeds, to_uint8(G.synthesis(ws, noise_mode=noise_mode)), strict=True)}
+        for row in tqdm(row_seeds, desc="mixing", disable=len(row_seeds) * len(col_seeds) < 8):
+            for col in col_seeds:
+                w = w_of[row].clone()
+                w[col_styles] = w_of[col][col_styles]
+                images[(row, col)] = to_uint8(G.synthesis(w[None], noise_mode=noise_mode))[0]
+
+    for (row, col), image in images.items():
+        to_pil(image).save(os.path.join(outdir, f"{row}-{col}.png"))
+    size = G.img_resolution
+    mode = image_mode(G.img_channels)
+    canvas = PIL.Image.new(mode, (size * (len(col_seeds) + 1), size * (len(row_seeds) + 1)))
+    for i, row in enumerate([None, *row_seeds]):
+        for j, col in enumerate([None, *col_seeds]):
+            if row is None and col is None:
+                continue
+            key = (col, col) if row is None else (row, row) if col is None else (row, col)
+            canvas.paste(to_pil(images[key]), (size * j, size * i))
+    canvas.save(os.path.join(outdir, "grid.png"))
+    click.echo(f"wrote {len(images)} images and grid.png to {outdir}")
