@@ -5,9 +5,13 @@ Maths, applied elementwise with ``b`` broadcast along ``dim``::
     y = clamp(act(x + b, alpha) * gain, -clamp, +clamp)
 
 in exactly this order (NVlabs ``bias_act``). ``gain`` defaults to the activation's own gain
-(``sqrt(2)`` for ``lrelu``/``relu``, 1 for ``linear``); ``clamp=None`` disables clamping.
+(``sqrt(2)`` for ``lrelu``/``relu``, 1 for ``linear``); ``clamp=None`` (or negative) disables clamping.
 
 Shapes: ``x`` any shape ``[..., C at dim, ...]``; ``b`` ``[C]`` or ``None``; returns ``x.shape``.
+
+Implementations: ``impl='ref'`` runs the steps as separate PyTorch ops in ``x.dtype``;
+``impl='triton'`` runs :func:`_bias_act_kernel` (registered as ``sgtriton::bias_act``), which
+loads fp16/fp32 values, does all four steps in fp32 and rounds once on store, like NVlabs' CUDA op.
 """
 
 from __future__ import annotations
@@ -17,21 +21,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import triton
+import triton.language as tl
+
+from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, triton_dtype
+from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
 
 
 @dataclass(frozen=True)
 class Activation:
-    """One row of the activation table: the function, its default slope and default gain."""
+    """One row of the activation table: the function, its default slope and gain, its kernel code."""
 
     func: Callable[[torch.Tensor, float], torch.Tensor]
     default_alpha: float
     default_gain: float
+    kernel_code: int
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "linear": Activation(lambda x, alpha: x, 0.0, 1.0),
-    "relu": Activation(lambda x, alpha: torch.relu(x), 0.0, math.sqrt(2)),
-    "lrelu": Activation(lambda x, alpha: torch.nn.functional.leaky_relu(x, alpha), 0.2, math.sqrt(2)),
+    "linear": Activation(lambda x, alpha: x, 0.0, 1.0, 0),
+    "relu": Activation(lambda x, alpha: torch.relu(x), 0.0, math.sqrt(2), 1),
+    "lrelu": Activation(lambda x, alpha: torch.nn.functional.leaky_relu(x, alpha), 0.2, math.sqrt(2), 2),
 }
 
 
@@ -61,13 +71,161 @@ def bias_act_ref(
     if b is not None:
         if b.ndim != 1 or b.shape[0] != x.shape[dim]:
             raise ValueError(f"b: expected shape [{x.shape[dim]}] (x.shape[{dim}]), got {list(b.shape)}")
-        x = x + b.to(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        x = x + b.to(x.dtype).reshape([-1 if i == dim % x.ndim else 1 for i in range(x.ndim)])
     x = spec.func(x, alpha)
     if gain != 1:
         x = x * gain
     if clamp is not None and clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernel
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def activate(v, alpha, ACT: tl.constexpr):
+    """Apply activation ``ACT`` (a :data:`ACTIVATIONS` ``kernel_code``) to the fp32 block ``v``.
+
+    ``ACT`` 0 linear (identity), 1 relu ``max(v, 0)``, 2 lrelu ``v if v > 0 else alpha * v``.
+    Shared by every kernel with an activation epilogue.
+    """
+    if ACT == 1:
+        v = tl.where(v > 0, v, 0.0)
+    elif ACT == 2:
+        v = tl.where(v > 0, v, v * alpha)
+    return v
+
+
+@triton.jit
+def _bias_act_kernel(
+    x_ptr, b_ptr, y_ptr,
+    rows, channels, inner,
+    alpha, gain, clamp,
+    ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """``y = clamp(act(x + b[c], alpha) * gain, -clamp, clamp)`` on a contiguous ``x`` seen as 2-D.
+
+    Pointers:
+        x_ptr: ``[rows, inner]`` contiguous input (fp32/fp16/bf16) -- ``x`` viewed with all axes
+            before and at ``dim`` merged into ``rows`` and all axes after it into ``inner``.
+        b_ptr: ``[channels]`` fp32 bias; row ``r`` uses ``b[r % channels]`` (unused unless HAS_BIAS).
+        y_ptr: ``[rows, inner]`` contiguous output, same dtype as ``x``.
+    Sizes: ``rows``, ``channels`` (``x.shape[dim]``, 1 without bias), ``inner`` (all i32).
+    Scalars (fp32): ``alpha`` (lrelu slope), ``gain``, ``clamp`` (used only if HAS_CLAMP).
+    Constexprs: ``ACT`` activation code; ``HAS_BIAS``; ``HAS_CLAMP``; ``BLOCK_R x BLOCK_I`` the tile
+        of ``[rows, inner]`` one program covers (``BLOCK_I`` ~ next power of two of ``inner``, so
+        the channel index is computed once per row, not per element).
+    Grid: 1-D, ``cdiv(rows, BLOCK_R) * cdiv(inner, BLOCK_I)`` programs, column tiles fastest.
+    """
+    pid = tl.program_id(0)
+    col_tiles = tl.cdiv(inner, BLOCK_I)
+    r = (pid // col_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
+    i = (pid % col_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
+    mask = (r[:, None] < rows) & (i[None, :] < inner)
+    offs = r.to(tl.int64)[:, None] * inner + i[None, :]
+    v = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        v += tl.load(b_ptr + r % channels, mask=r < rows, other=0.0)[:, None]
+    v = activate(v, alpha, ACT) * gain
+    if HAS_CLAMP:
+        v = tl.minimum(tl.maximum(v, -clamp), clamp)
+    tl.store(y_ptr + offs, v.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def _bias_act_aot(config: KernelConfig, dtype: str) -> tuple[dict[str, str], dict[str, object]]:
+    """Compile signature: the fullest variant (lrelu, bias, clamp) on rows of ``BLOCK`` elements."""
+    signature = {
+        "x_ptr": f"*{dtype}", "b_ptr": "*fp32", "y_ptr": f"*{dtype}",
+        "rows": "i32", "channels": "i32", "inner": "i32",
+        "alpha": "fp32", "gain": "fp32", "clamp": "fp32",
+        "ACT": "constexpr", "HAS_BIAS": "constexpr", "HAS_CLAMP": "constexpr",
+        "BLOCK_R": "constexpr", "BLOCK_I": "constexpr",
+    }
+    constexprs = {"ACT": ACTIVATIONS["lrelu"].kernel_code, "HAS_BIAS": True, "HAS_CLAMP": True,
+                  "BLOCK_R": 1, "BLOCK_I": config.meta["BLOCK"]}
+    return signature, constexprs
+
+
+BIAS_ACT_KERNEL = declare_kernel(
+    "bias_act",
+    _bias_act_kernel,
+    configs=[
+        KernelConfig(meta={"BLOCK": 1024}, num_warps=4, num_stages=1),
+        KernelConfig(meta={"BLOCK": 2048}, num_warps=8, num_stages=1),
+        KernelConfig(meta={"BLOCK": 4096}, num_warps=8, num_stages=1),
+        KernelConfig(meta={"BLOCK": 512}, num_warps=4, num_stages=1),
+    ],
+    aot_signature=_bias_act_aot,
+    dtypes=("fp32", "fp16", "bf16"),
+    description="elementwise bias + activation + gain + clamp, fp32 maths, one rounding on store",
+)
+
+
+def _bias_act_launch(
+    x: torch.Tensor, b: torch.Tensor | None, dim: int, act_code: int, alpha: float, gain: float,
+    clamp: float | None,
+) -> torch.Tensor:
+    """Launch :func:`_bias_act_kernel`; arguments already validated, ``dim`` non-negative."""
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    if b is None:
+        rows, channels, inner = 1, 1, x.numel()
+    else:
+        channels = x.shape[dim]
+        inner = math.prod(x.shape[dim + 1:])
+        rows = x.numel() // inner
+    config = launch_config(BIAS_ACT_KERNEL, (triton_dtype(x.dtype), b is not None, min(inner, 1 << 20)))
+    block = config.meta["BLOCK"]
+    block_i = min(triton.next_power_of_2(inner), block)
+    block_r = block // block_i
+    grid = (triton.cdiv(rows, block_r) * triton.cdiv(inner, block_i),)
+    _bias_act_kernel[grid](
+        x, as_fp32_param(b) if b is not None else x, y,
+        rows, channels, inner,
+        alpha, gain, 0.0 if clamp is None else clamp,
+        ACT=act_code, HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None,
+        BLOCK_R=block_r, BLOCK_I=block_i,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return y
+
+
+@torch.library.custom_op("sgtriton::bias_act", mutates_args=())
+def _bias_act_op(
+    x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
+    clamp: float | None,
+) -> torch.Tensor:
+    """``sgtriton::bias_act``: the Triton kernel as a custom op (``alpha``/``gain`` resolved)."""
+    return _bias_act_launch(x, b, dim, ACTIVATIONS[act].kernel_code, alpha, gain, clamp)
+
+
+@_bias_act_op.register_fake
+def _bias_act_fake(x, b, dim, act, alpha, gain, clamp):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _check_bias_act_args(x: torch.Tensor, b: torch.Tensor | None, dim: int) -> int:
+    """Validate the Triton path's tensors; return ``dim`` made non-negative."""
+    check_kernel_input(x, "x")
+    if b is None:
+        return dim
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"dim={dim}: out of range for x of shape {list(x.shape)}")
+    dim %= x.ndim
+    if not isinstance(b, torch.Tensor) or b.ndim != 1 or b.shape[0] != x.shape[dim]:
+        got = list(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+        raise ValueError(f"b: expected shape [{x.shape[dim]}] (x.shape[{dim}]), got {got}")
+    if not b.is_floating_point():
+        raise TypeError(f"b: expected a floating-point tensor, got dtype {b.dtype}")
+    if b.device != x.device:
+        raise ValueError(f"b: on {b.device}, expected x's device {x.device}")
+    return dim
 
 
 def bias_act(
@@ -80,7 +238,16 @@ def bias_act(
     clamp: float | None = None,
     impl: str = "ref",
 ) -> torch.Tensor:
-    """``bias_act`` with a choice of implementation (``impl='ref'|'triton'``)."""
+    """``y = clamp(act(x + b, alpha) * gain, -clamp, clamp)`` with ``b [x.shape[dim]]`` broadcast.
+
+    ``impl='ref'`` runs :func:`bias_act_ref`; ``impl='triton'`` the fused kernel (fp32/fp16, bf16 on
+    CUDA only), which computes in fp32 and rounds once. Returns a tensor of ``x``'s shape and dtype.
+    """
     if impl == "ref":
         return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
-    raise ValueError(f"impl={impl!r}: expected 'ref'")
+    if impl == "triton":
+        _, alpha, gain = resolve_activation(act, alpha, gain)
+        dim = _check_bias_act_args(x, b, dim)
+        clamp = float(clamp) if clamp is not None and clamp >= 0 else None
+        return torch.ops.sgtriton.bias_act(x, b, dim, act, alpha, gain, clamp)
+    raise ValueError(f"impl={impl!r}: expected 'ref' or 'triton'")

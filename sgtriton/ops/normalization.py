@@ -12,12 +12,23 @@ For ``x [N, C, H, W]`` and statistics over the ``H*W`` positions of each ``(n, c
       x = lrelu(x, 0.2)
       x = instance_norm(x)
       x = x * (style[:, :C] + 1) + style[:, C:]      (style [N, 2C], from the affine of w)
+
+Implementations: ``impl='ref'`` (the functions ``*_ref`` below, PyTorch) and ``impl='triton'``:
+:func:`_adain_epilogue_kernel` and :func:`_rms_normalize_kernel` (one program per ``(n, c)`` plane,
+looping over ``H*W`` in blocks; statistics in fp32), registered as ``sgtriton::adain_epilogue`` and
+``sgtriton::rms_normalize``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from sgtriton.ops._runtime import KernelConfig, KernelSpec, declare_kernel, launch_config, triton_dtype
+from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
+from sgtriton.ops.bias_act import activate
 
 NORM_EPS = 1e-8
 ADAIN_ALPHA = 0.2
@@ -56,3 +67,294 @@ def adain_epilogue_ref(
     x = instance_norm_ref(x, eps)
     style = style.to(x.dtype)
     return x * (style[:, :c, None, None] + 1) + style[:, c:, None, None]
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _adain_pre(x_plane, noise_plane, offs, mask, noise_weight, bias, alpha, HAS_NOISE: tl.constexpr):
+    """``lrelu(x + noise * noise_weight + bias, alpha)`` in fp32 for one block of a plane (0 where masked)."""
+    v = tl.load(x_plane + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_NOISE:
+        v += tl.load(noise_plane + offs, mask=mask, other=0.0).to(tl.float32) * noise_weight
+    v = activate(v + bias, alpha, 2)
+    return tl.where(mask, v, 0.0)
+
+
+@triton.jit
+def _adain_epilogue_kernel(
+    x_ptr, noise_ptr, noise_weight_ptr, bias_ptr, style_ptr, y_ptr,
+    channels, hw, stride_noise_n, stride_style_n, alpha, eps,
+    HAS_NOISE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """StyleGAN1's layer epilogue for one ``(n, c)`` plane of ``hw`` positions.
+
+    ``t = lrelu(x + noise * noise_weight[c] + bias[c], alpha)``; ``y = (t - mean(t)) * rsqrt(var(t) + eps)
+    * (style[n, c] + 1) + style[n, C + c]`` with the biased variance over the plane. Pass 1 loops over
+    the plane in ``BLOCK`` steps and merges per-block (count, mean, M2) with Chan's formula (no
+    ``E[t^2] - E[t]^2`` cancellation); pass 2 recomputes ``t`` and writes ``y``.
+
+    Pointers:
+        x_ptr: ``[N, C, H, W]`` contiguous (fp32/fp16); ``y_ptr`` likewise, same dtype.
+        noise_ptr: ``[N or 1, H*W]`` noise (fp32/fp16), row stride ``stride_noise_n`` (0 when shared
+            by the batch), unit stride along ``H*W`` (unused unless HAS_NOISE).
+        noise_weight_ptr: fp32 ``[C]`` (unused unless HAS_NOISE); bias_ptr: fp32 ``[C]``.
+        style_ptr: fp32 ``[N, 2C]`` (scale then bias), row stride ``stride_style_n``, unit column stride.
+    Sizes (i32): ``channels`` (C), ``hw`` (H*W). Scalars (fp32): ``alpha`` (lrelu slope), ``eps``.
+    Constexprs: ``HAS_NOISE``; ``BLOCK`` positions per loop step.
+    Grid: ``(N * C,)``.
+    """
+    plane = tl.program_id(0)
+    n = plane // channels
+    c = plane % channels
+    x_plane = x_ptr + plane.to(tl.int64) * hw
+    y_plane = y_ptr + plane.to(tl.int64) * hw
+    noise_plane = noise_ptr + n.to(tl.int64) * stride_noise_n
+    noise_weight = 0.0
+    if HAS_NOISE:
+        noise_weight = tl.load(noise_weight_ptr + c)
+    bias = tl.load(bias_ptr + c)
+
+    count = 0.0
+    mean = 0.0
+    m2 = 0.0
+    for start in range(0, hw, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < hw
+        t = _adain_pre(x_plane, noise_plane, offs, mask, noise_weight, bias, alpha, HAS_NOISE)
+        block_count = tl.minimum(hw - start, BLOCK).to(tl.float32)
+        block_mean = tl.sum(t, axis=0) / block_count
+        d = tl.where(mask, t - block_mean, 0.0)
+        block_m2 = tl.sum(d * d, axis=0)
+        total = count + block_count
+        delta = block_mean - mean
+        mean += delta * (block_count / total)
+        m2 += block_m2 + delta * delta * (count * block_count / total)
+        count = total
+
+    rstd = tl.rsqrt(m2 / hw + eps)
+    scale = rstd * (tl.load(style_ptr + n * stride_style_n + c) + 1.0)
+    shift = tl.load(style_ptr + n * stride_style_n + channels + c)
+    for start in range(0, hw, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < hw
+        t = _adain_pre(x_plane, noise_plane, offs, mask, noise_weight, bias, alpha, HAS_NOISE)
+        tl.store(y_plane + offs, ((t - mean) * scale + shift).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rms_normalize_kernel(x_ptr, y_ptr, hw, eps, BLOCK: tl.constexpr):
+    """``y = x * rsqrt(mean(x^2) + eps)`` over one ``(n, c)`` plane of ``hw`` positions.
+
+    Pointers: ``x_ptr``/``y_ptr`` ``[N, C, H, W]`` contiguous (fp32/fp16, same dtype). ``hw`` (i32) = H*W;
+    ``eps`` fp32. Constexpr ``BLOCK``: positions per loop step (sum of squares kept per lane, reduced
+    once). Grid: ``(N * C,)``.
+    """
+    plane = tl.program_id(0).to(tl.int64)
+    x_plane = x_ptr + plane * hw
+    y_plane = y_ptr + plane * hw
+    sumsq = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, hw, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        v = tl.load(x_plane + offs, mask=offs < hw, other=0.0).to(tl.float32)
+        sumsq += v * v
+    rstd = tl.rsqrt(tl.sum(sumsq, axis=0) / hw + eps)
+    for start in range(0, hw, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < hw
+        v = tl.load(x_plane + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_plane + offs, (v * rstd).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def _adain_epilogue_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
+    signature = {
+        "x_ptr": f"*{dtype}", "noise_ptr": f"*{dtype}", "noise_weight_ptr": "*fp32", "bias_ptr": "*fp32",
+        "style_ptr": "*fp32", "y_ptr": f"*{dtype}", "channels": "i32", "hw": "i32", "stride_noise_n": "i32",
+        "stride_style_n": "i32", "alpha": "fp32", "eps": "fp32", "HAS_NOISE": "constexpr", "BLOCK": "constexpr",
+    }
+    return signature, {"HAS_NOISE": True, "BLOCK": config.meta["BLOCK"]}
+
+
+def _rms_normalize_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
+    signature = {"x_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "hw": "i32", "eps": "fp32", "BLOCK": "constexpr"}
+    return signature, {"BLOCK": config.meta["BLOCK"]}
+
+
+ADAIN_EPILOGUE_KERNEL = declare_kernel(
+    "adain_epilogue",
+    _adain_epilogue_kernel,
+    configs=[
+        KernelConfig(meta={"BLOCK": 1024}, num_warps=4, num_stages=1),
+        KernelConfig(meta={"BLOCK": 2048}, num_warps=8, num_stages=1),
+        KernelConfig(meta={"BLOCK": 4096}, num_warps=8, num_stages=1),
+        KernelConfig(meta={"BLOCK": 256}, num_warps=2, num_stages=1),
+    ],
+    aot_signature=_adain_epilogue_aot,
+    dtypes=("fp32", "fp16", "bf16"),
+    description="StyleGAN1 epilogue: noise, bias, lrelu, instance norm, style scale/bias; one plane a program",
+)
+
+RMS_NORMALIZE_KERNEL = declare_kernel(
+    "rms_normalize",
+    _rms_normalize_kernel,
+    configs=[
+        KernelConfig(meta={"BLOCK": 1024}, num_warps=4, num_stages=1),
+        KernelConfig(meta={"BLOCK": 2048}, num_warps=8, num_stages=1),
+        KernelConfig(meta={"BLOCK": 4096}, num_warps=8, num_stages=1),
+        KernelConfig(meta={"BLOCK": 256}, num_warps=2, num_stages=1),
+    ],
+    aot_signature=_rms_normalize_aot,
+    dtypes=("fp32", "fp16", "bf16"),
+    description="divide each (n, c) plane by its root-mean-square; one plane a program",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers and custom ops
+# --------------------------------------------------------------------------------------------
+
+
+def _plane_block(spec: KernelSpec, x: torch.Tensor, hw: int) -> tuple[int, KernelConfig]:
+    """The config for planes of ``hw`` positions, with its block cut down to a small plane's size."""
+    config = launch_config(spec, (triton_dtype(x.dtype), min(hw, 1 << 20)))
+    return min(config.meta["BLOCK"], triton.next_power_of_2(hw)), config
+
+
+def _adain_epilogue_launch(
+    x: torch.Tensor, noise: torch.Tensor | None, noise_weight: torch.Tensor | None, bias: torch.Tensor,
+    style: torch.Tensor, alpha: float, eps: float,
+) -> torch.Tensor:
+    x = x.contiguous()
+    n, c, h, w = x.shape
+    hw = h * w
+    y = torch.empty_like(x)
+    if y.numel() == 0:
+        return y
+    has_noise = noise is not None and noise_weight is not None
+    if has_noise:
+        # [H, W], [1, 1, H, W] or [N, 1, H, W] -> rows of H*W; one shared row gets stride 0.
+        noise = noise.reshape(-1, hw).contiguous()
+        noise_stride = 0 if noise.shape[0] == 1 else hw
+    else:
+        noise, noise_stride = x, 0
+    style = as_fp32_param(style)
+    block, config = _plane_block(ADAIN_EPILOGUE_KERNEL, x, hw)
+    _adain_epilogue_kernel[(n * c,)](
+        x, noise, as_fp32_param(noise_weight) if has_noise else style, as_fp32_param(bias), style, y,
+        c, hw, noise_stride, style.stride(0), float(alpha), float(eps),
+        HAS_NOISE=has_noise, BLOCK=block, num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return y
+
+
+def _rms_normalize_launch(x: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.contiguous()
+    n, c, h, w = x.shape
+    y = torch.empty_like(x)
+    if y.numel() == 0:
+        return y
+    block, config = _plane_block(RMS_NORMALIZE_KERNEL, x, h * w)
+    _rms_normalize_kernel[(n * c,)](x, y, h * w, float(eps), BLOCK=block,
+                                    num_warps=config.num_warps, num_stages=config.num_stages)
+    return y
+
+
+@torch.library.custom_op("sgtriton::adain_epilogue", mutates_args=())
+def _adain_epilogue_op(
+    x: torch.Tensor, noise: torch.Tensor | None, noise_weight: torch.Tensor | None, bias: torch.Tensor,
+    style: torch.Tensor, alpha: float, eps: float,
+) -> torch.Tensor:
+    return _adain_epilogue_launch(x, noise, noise_weight, bias, style, alpha, eps)
+
+
+@_adain_epilogue_op.register_fake
+def _adain_epilogue_fake(x, noise, noise_weight, bias, style, alpha, eps):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("sgtriton::rms_normalize", mutates_args=())
+def _rms_normalize_op(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return _rms_normalize_launch(x, eps)
+
+
+@_rms_normalize_op.register_fake
+def _rms_normalize_fake(x, eps):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------
+
+
+def _check_impl(impl: str) -> None:
+    if impl not in ("ref", "triton"):
+        raise ValueError(f"impl={impl!r}: expected 'ref' or 'triton'")
+
+
+def _check_feature_map(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x: expected [N, C, H, W], got {got}")
+
+
+def _check_adain_args(
+    x: torch.Tensor, noise: torch.Tensor | None, noise_weight: torch.Tensor | None, bias: torch.Tensor,
+    style: torch.Tensor,
+) -> None:
+    """Shapes the Triton path accepts (the reference relies on broadcasting for the same ones)."""
+    _check_feature_map(x)
+    n, c, h, w = x.shape
+    for name, t in (("bias", bias), ("noise_weight", noise_weight)):
+        if t is not None and (not isinstance(t, torch.Tensor) or list(t.shape) != [c]):
+            got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name}: expected shape [{c}] (x.shape[1]), got {got}")
+    if not isinstance(style, torch.Tensor) or list(style.shape) != [n, 2 * c]:
+        got = list(style.shape) if isinstance(style, torch.Tensor) else type(style).__name__
+        raise ValueError(f"style: expected shape [{n}, {2 * c}], got {got}")
+    if noise is not None:
+        check_kernel_input(noise, "noise")
+        if list(noise.shape) not in ([h, w], [1, 1, h, w], [n, 1, h, w]):
+            raise ValueError(f"noise: expected shape [{h}, {w}], [1, 1, {h}, {w}] or [{n}, 1, {h}, {w}], "
+                             f"got {list(noise.shape)}")
+    for name, t in (("noise", noise), ("noise_weight", noise_weight), ("bias", bias), ("style", style)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name}: on {t.device}, expected x's device {x.device}")
+
+
+def adain_epilogue(
+    x: torch.Tensor,
+    noise: torch.Tensor | None,
+    noise_weight: torch.Tensor | None,
+    bias: torch.Tensor,
+    style: torch.Tensor,
+    alpha: float = ADAIN_ALPHA,
+    eps: float = NORM_EPS,
+    impl: str = "ref",
+) -> torch.Tensor:
+    """StyleGAN1's layer epilogue (module docstring): noise, bias, lrelu, instance norm, AdaIN style.
+
+    ``x [N, C, H, W]``; ``noise`` ``[H, W]``, ``[1, 1, H, W]``, ``[N, 1, H, W]`` or ``None``;
+    ``noise_weight [C]`` or ``None`` (noise is added only when both are given); ``bias [C]``;
+    ``style [N, 2C]`` (scale, then bias). Returns ``[N, C, H, W]`` in ``x.dtype``.
+    ``impl='triton'`` runs one fused kernel (one program per ``(n, c)`` plane, fp32 statistics).
+    """
+    _check_impl(impl)
+    if impl == "ref":
+        return adain_epilogue_ref(x, noise, noise_weight, bias, style, alpha, eps)
+    check_kernel_input(x, "x")
+    _check_adain_args(x, noise, noise_weight, bias, style)
+    return torch.ops.sgtriton.adain_epilogue(x, noise, noise_weight, bias, style, float(alpha), float(eps))
+
+
+def rms_normalize(x: torch.Tensor, eps: float = NORM_EPS, impl: str = "ref") -> torch.Tensor:
+    """``x * rsqrt(mean(x^2 over H, W) + eps)`` per ``(n, c)``; ``x [N, C, H, W]`` -> same shape and dtype."""
+    _check_impl(impl)
+    if impl == "ref":
+        return rms_normalize_ref(x, eps)
+    check_kernel_input(x, "x")
+    _check_feature_map(x)
+    return torch.ops.sgtriton.rms_normalize(x, float(eps))
