@@ -5,12 +5,10 @@ from sgtriton.ops._runtime import configure_interpreter
 # Must run before any kernel module is imported: Triton picks interpreter vs GPU at decoration.
 configure_interpreter()
 
+from sgtriton.checkpoints import load, save
 from sgtriton.config import PRESETS, GeneratorConfig, MappingConfig, SynthesisConfig, make_config
 from sgtriton.generator import Generator, build_generator
 from sgtriton.registry import available_blocks, register_block
-
-# Last: the checkpoint loaders import the generator modules above.
-from sgtriton.checkpoints import load, save
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,15 @@ import torch
 
 BACKENDS = ("reference", "triton", "auto")
 BACKEND_ENV = "SGTRITON_BACKEND"
+#: Block implementations -> the ``impl`` argument of the ops (NVlabs' ``impl='ref'`` convention).
+OP_IMPL = {"reference": "ref", "triton": "triton"}
+
+
+def op_impl(impl: str) -> str:
+    """``'reference'`` -> ``'ref'``, ``'triton'`` -> ``'triton'`` (the ops' own vocabulary)."""
+    if impl not in OP_IMPL:
+        raise ValueError(f"impl={impl!r}: expected one of {tuple(OP_IMPL)}")
+    return OP_IMPL[impl]
 
 
 def default_backend() -> str:

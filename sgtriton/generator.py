@@ -13,31 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from sgtriton.backends import check_backend, default_backend, resolve_impl
+from sgtriton.backends import check_backend, default_backend
 from sgtriton.config import GeneratorConfig, make_config
-from sgtriton.graph.builder import Graph, build_graph
+from sgtriton.graph.builder import build_graph
 from sgtriton.graph.mapping import MappingNetwork
 from sgtriton.graph.synthesis import SynthesisNetwork
-
-
-class _Synthesis(SynthesisNetwork):
-    """Synthesis that picks its implementation from the owning generator's backend."""
-
-    def __init__(self, graph: Graph, backend: str) -> None:
-        super().__init__(graph)
-        self.backend = backend
-
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False,
-                fused_modconv: bool | None = None, update_emas: bool = False, impl: str | None = None,
-                **kwargs: Any) -> torch.Tensor:
-        if kwargs:
-            raise TypeError(f"synthesis: unexpected keyword(s) {sorted(kwargs)}; expected noise_mode, "
-                            f"force_fp32, fused_modconv, update_emas")
-        if impl is None:
-            device = ws.device if isinstance(ws, torch.Tensor) else torch.device("cpu")
-            impl = resolve_impl(self.backend, device, self.block_type.implementations)
-        return super().forward(ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv,
-                               impl=impl, update_emas=update_emas)
 
 
 class Generator(nn.Module):
@@ -56,12 +36,12 @@ class Generator(nn.Module):
         self.img_channels = config.img_channels
         self.num_ws = self.graph.num_ws
         # NVlabs registers synthesis before mapping; state-dict order follows.
-        self.synthesis = _Synthesis(self.graph, self.backend)
-        self.mapping = MappingNetwork(self.graph)
+        self.synthesis = SynthesisNetwork(self.graph, self.backend)
+        self.mapping = MappingNetwork(self.graph, self.backend)
 
     def set_backend(self, backend: str) -> Generator:
         """Switch between ``'reference'``, ``'triton'`` and ``'auto'`` in place."""
-        self.backend = self.synthesis.backend = check_backend(backend)
+        self.backend = self.synthesis.backend = self.mapping.backend = check_backend(backend)
         return self
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1,), dtypes: tuple[str, ...] = ("fp32",), **kwargs: Any):

@@ -24,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgtriton.backends import op_impl
 from sgtriton.blocks.base import BlockType
-from sgtriton.blocks.layers import FullyConnectedLayer, add_skip_image, check_layer_input, image_dtype, layer_noise
+from sgtriton.blocks.layers import FullyConnectedLayer, check_layer_input, layer_noise, rgb_with_skip
 from sgtriton.graph.nodes import LayerNode
-from sgtriton.ops.bias_act import bias_act
-from sgtriton.ops.normalization import adain_epilogue_ref
+from sgtriton.ops.modconv import modulated_conv2d_layer
+from sgtriton.ops.normalization import adain_epilogue
+from sgtriton.ops.torgb import SKIP_FILTER
 from sgtriton.ops.upfirdn2d import setup_filter, upfirdn2d
 
 BLUR_FILTER = (1, 2, 1)
@@ -62,6 +64,8 @@ class AdaINLayer(nn.Module):
             self.padding = k // 2
         if self.up > 1:
             self.register_buffer("blur_filter", setup_filter(BLUR_FILTER))
+            # Nearest-neighbour x2 as upfirdn2d: zero insertion, then a 2x2 box of ones.
+            self.register_buffer("nearest_filter", setup_filter([1, 1], normalize=False), persistent=False)
         self.bias = nn.Parameter(torch.zeros([node.out_channels]))
         if node.use_noise:
             self.noise_weight = nn.Parameter(torch.zeros([node.out_channels]))
@@ -71,8 +75,12 @@ class AdaINLayer(nn.Module):
             self.noise_const = None
         self.affine = FullyConnectedLayer(node.w_dim, 2 * node.out_channels, bias_init=0)
 
-    def conv(self, x: torch.Tensor) -> torch.Tensor:
-        w = (self.weight * self.weight_gain).to(x.dtype)
+    def conv(self, x: torch.Tensor, impl: str = "reference") -> torch.Tensor:
+        """The layer's [up-sampling] conv [and blur], before the epilogue."""
+        w = self.weight * self.weight_gain
+        if impl == "triton":
+            return self.conv_triton(x, w)
+        w = w.to(x.dtype)
         if self.up == 1:
             return F.conv2d(x, w, padding=self.padding)
         if self.fused_up:
@@ -82,14 +90,26 @@ class AdaINLayer(nn.Module):
             x = F.conv2d(x, w, padding=self.padding)
         return upfirdn2d(x, self.blur_filter, padding=1)
 
+    def conv_triton(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Kernels only: [nearest x2 as an FIR] -> conv (the modulated-conv kernel, unit styles, no
+        demodulation) -> [blur]. TF's fused transposed conv equals nearest x2 followed by the 3x3 conv
+        with its kernel flipped in H and W, so both up paths share the kernels."""
+        ones = torch.ones([x.shape[0], x.shape[1]], dtype=torch.float32, device=x.device)
+        if self.up > 1:
+            x = upfirdn2d(x, self.nearest_filter, up=2, padding=[1, 0, 1, 0], impl="triton")
+            if self.fused_up:
+                w = w.flip([2, 3])
+        x = modulated_conv2d_layer(x, w, ones, demodulate=False, act="linear", gain=1.0, impl="triton")
+        return upfirdn2d(x, self.blur_filter, padding=1, impl="triton") if self.up > 1 else x
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 fused_modconv: bool = True, gain: float = 1.0, impl: str = "reference") -> torch.Tensor:
         in_res = self.resolution // self.up if self.has_conv else self.resolution
         check_layer_input(x, self.in_channels, in_res, self.node.name)
         if self.has_conv:
-            x = self.conv(x)
+            x = self.conv(x, impl)
         noise = layer_noise(noise_mode, self.noise_const, x.shape[0], self.resolution, x.device)
-        x = adain_epilogue_ref(x, noise, self.noise_weight, self.bias, self.affine(w))
+        x = adain_epilogue(x, noise, self.noise_weight, self.bias, self.affine(w, impl), impl=op_impl(impl))
         return x * gain if gain != 1 else x
 
     def extra_repr(self) -> str:
@@ -109,12 +129,14 @@ class PlainToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels)
         self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        self.fusable_skip = tuple(resample_filter) == SKIP_FILTER
 
     def forward(self, x: torch.Tensor, w: torch.Tensor | None = None, fused_modconv: bool = True,
                 impl: str = "reference", skip: torch.Tensor | None = None) -> torch.Tensor:
-        x = F.conv2d(x, (self.weight * self.weight_gain).to(x.dtype))
-        y = bias_act(x, self.bias.to(x.dtype))
-        return add_skip_image(y.to(image_dtype(y)), skip, self.resample_filter)
+        # The ToRGB conv is the modulated one with every style equal to the weight gain.
+        styles = torch.full([x.shape[0], x.shape[1]], self.weight_gain, dtype=torch.float32, device=x.device)
+        return rgb_with_skip(x, self.weight, styles, self.bias, None, skip, self.resample_filter,
+                             self.fusable_skip, fused_modconv, impl)
 
 
 class AdaINBlock(BlockType):
@@ -122,7 +144,7 @@ class AdaINBlock(BlockType):
 
     name = "adain"
     description = "StyleGAN1 layer: conv, noise, bias, lrelu, instance norm, AdaIN x*(1+gamma(w))+beta(w)"
-    implementations = ("reference",)
+    implementations = ("reference", "triton")
     torgb_uses_style = False
     has_input_layer = True
     const_init = "ones"
@@ -134,11 +156,23 @@ class AdaINBlock(BlockType):
         return PlainToRGB(node.in_channels, node.out_channels, node.options["resample_filter"])
 
     def kernels(self, node: LayerNode, impl: str) -> tuple[str, ...]:
+        if impl == "triton":
+            if node.kind == "torgb":
+                return ("torgb(+skip)",)
+            conv = {"conv": ("modconv2d",), "input": ()}[node.kind]
+            if node.up > 1:
+                conv = ("upfirdn2d:nearest", *conv, "upfirdn2d:blur")
+            return (*conv, "fully_connected:affine", "adain_epilogue")
         if node.kind == "torgb":
-            return ("conv2d", "bias_act_ref")
+            return ("modulated_conv2d_ref", "bias_act_ref", "upfirdn2d_ref:skip")
         conv = {1: ("conv2d",), 2: ("conv_transpose2d" if node.resolution >= FUSED_UP_RESOLUTION
                                     else "nearest+conv2d", "upfirdn2d_ref:blur")}
         return (*(conv[node.up] if node.kind == "conv" else ()), "affine:addmm", "adain_epilogue_ref")
+
+    def reduction_length(self, node: LayerNode) -> int:
+        # The conv's taps plus the instance-norm statistics over the r x r map.
+        conv = node.in_channels * node.kernel_size**2 if node.kind != "input" else 0
+        return max(conv + (node.resolution**2 if node.kind != "torgb" else 0), 1)
 
     def macs(self, node: LayerNode) -> int:
         if node.kind == "torgb":

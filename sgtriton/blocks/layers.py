@@ -8,11 +8,12 @@ import math
 import torch
 from torch import nn
 
+from sgtriton.backends import op_impl
 from sgtriton.blocks.base import NOISE_MODES
-from sgtriton.ops.bias_act import bias_act
 from sgtriton.ops.conv2d_resample import conv2d_resample
-from sgtriton.ops.fully_connected import fully_connected_ref
-from sgtriton.ops.modconv import modulated_conv2d_ref
+from sgtriton.ops.fully_connected import fully_connected
+from sgtriton.ops.modconv import modulated_conv2d_layer
+from sgtriton.ops.torgb import SKIP_FILTER, torgb_layer
 from sgtriton.ops.upfirdn2d import setup_filter, upsample2d
 
 
@@ -44,9 +45,9 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
         self.act_gain = act_gain
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fully_connected_ref(x, self.weight, self.bias, self.weight_gain, self.bias_gain,
-                                   self.activation, self.act_gain)
+    def forward(self, x: torch.Tensor, impl: str = "reference") -> torch.Tensor:
+        return fully_connected(x, self.weight, self.bias, self.weight_gain, self.bias_gain, self.activation,
+                               self.act_gain, impl=op_impl(impl))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
@@ -72,20 +73,22 @@ def check_layer_input(x: torch.Tensor, channels: int, resolution: int, name: str
                          f"got {list(x.shape)}")
 
 
-def add_skip_image(y: torch.Tensor, skip: torch.Tensor | None, resample_filter: torch.Tensor) -> torch.Tensor:
+def add_skip_image(y: torch.Tensor, skip: torch.Tensor | None, resample_filter: torch.Tensor,
+                   impl: str = "reference") -> torch.Tensor:
     """The skip architecture's image sum: ``upsample2d(skip) + y`` (``y`` alone without ``skip``)."""
-    return y if skip is None else upsample2d(skip, resample_filter) + y
+    return y if skip is None else upsample2d(skip.to(y.dtype), resample_filter, impl=op_impl(impl)) + y
 
 
 class ModulatedToRGB(nn.Module):
     """StyleGAN2 ToRGB: modulated 1x1 conv without demodulation, + bias, clamp, + skip image.
 
     ``styles = affine(w) / sqrt(I)``; ``y = clamp(conv1x1(x * styles, W) + b, +-conv_clamp)``, returned
-    in float32 (float64 for float64 inputs) as ``upsample2d(skip) + y`` when ``skip`` is given.
+    in float32 (float64 for float64 inputs) as ``upsample2d(skip) + y`` when ``skip`` is given. The
+    Triton path is one kernel (``torgb``) with the skip image's upsample-and-add in its epilogue.
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None,
-                 resample_filter: tuple[int, ...] = (1, 3, 3, 1)) -> None:
+                 resample_filter: tuple[int, ...] = SKIP_FILTER) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.conv_clamp = conv_clamp
@@ -95,13 +98,24 @@ class ModulatedToRGB(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)
         # Not in NVlabs' ToRGBLayer state dict: the skip image's FIR, kept out of state dicts.
         self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        self.fusable_skip = tuple(resample_filter) == SKIP_FILTER  # the kernel's epilogue has these taps
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True, impl: str = "reference",
                 skip: torch.Tensor | None = None) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d_ref(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        y = bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
-        return add_skip_image(y.to(image_dtype(y)), skip, self.resample_filter)
+        styles = self.affine(w, impl) * self.weight_gain
+        return rgb_with_skip(x, self.weight, styles, self.bias, self.conv_clamp, skip, self.resample_filter,
+                             self.fusable_skip, fused_modconv, impl)
+
+
+def rgb_with_skip(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, bias: torch.Tensor,
+                  clamp: float | None, skip: torch.Tensor | None, resample_filter: torch.Tensor,
+                  fusable_skip: bool, fused_modconv: bool, impl: str) -> torch.Tensor:
+    """``upsample2d(skip) + clamp(conv1x1(x, weight * styles) + bias)``: one ``torgb`` kernel when the skip
+    filter is StyleGAN's ``[1,3,3,1]``, else the ToRGB kernel and a separate FIR upsample."""
+    if impl == "triton" and (fusable_skip or skip is None):
+        return torgb_layer(x, weight, styles, bias, img=skip, clamp=clamp, impl="triton")
+    y = torgb_layer(x, weight, styles, bias, clamp=clamp, fused_modconv=fused_modconv, impl=op_impl(impl))
+    return add_skip_image(y, skip, resample_filter, impl)
 
 
 def image_dtype(x: torch.Tensor) -> torch.dtype:
@@ -110,7 +124,7 @@ def image_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class SkipConv(nn.Module):
-    """resnet skip: 1x1 conv (``weight [O, I, 1, 1]`` / sqrt(I), no bias) then FIR ``upsample2d``."""
+    """resnet skip: 1x1 conv (``weight [O, I, 1, 1]`` / sqrt(I), no bias) then FIR ``upsample2d``, times ``gain``."""
 
     def __init__(self, in_channels: int, out_channels: int, resample_filter: tuple[int, ...]) -> None:
         super().__init__()
@@ -118,7 +132,12 @@ class SkipConv(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.weight_gain = 1 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gain: float = 1.0, impl: str = "reference") -> torch.Tensor:
         w = (self.weight * self.weight_gain).to(x.dtype)
-        x = conv2d_resample(x, w, self.resample_filter, up=2)
-        return x * gain if gain != 1 else x
+        if impl == "reference":
+            x = conv2d_resample(x, w, self.resample_filter, up=2)
+            return x * gain if gain != 1 else x
+        ones = torch.ones([x.shape[0], x.shape[1]], dtype=torch.float32, device=x.device)
+        x = modulated_conv2d_layer(x, self.weight * self.weight_gain, ones, demodulate=False, act="linear",
+                                   gain=1.0, impl="triton")
+        return upsample2d(x, self.resample_filter, gain=gain, impl="triton")

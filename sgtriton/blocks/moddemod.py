@@ -18,18 +18,16 @@ import math
 import torch
 from torch import nn
 
+from sgtriton.backends import op_impl
 from sgtriton.blocks.base import BlockType
 from sgtriton.blocks.layers import FullyConnectedLayer, ModulatedToRGB, check_layer_input, layer_noise
 from sgtriton.graph.nodes import LayerNode
-from sgtriton.ops.bias_act import bias_act
-from sgtriton.ops.modconv import modulated_conv2d_ref
+from sgtriton.ops.modconv import modulated_conv2d_layer
 from sgtriton.ops.upfirdn2d import setup_filter
 
 
 class ModulatedLayer(nn.Module):
     """NVlabs ``SynthesisLayer``: modulated/demodulated conv + noise + bias + lrelu*sqrt2 + clamp."""
-
-    demodulate = True
 
     def __init__(self, node: LayerNode, resample_filter: tuple[int, ...]) -> None:
         super().__init__()
@@ -55,26 +53,17 @@ class ModulatedLayer(nn.Module):
         # Registered after noise_strength: NVlabs' state-dict order is weight, noise_strength, bias.
         self.bias = nn.Parameter(torch.zeros([node.out_channels]))
 
-    def scaled_noise(self, noise_mode: str, batch: int, device: torch.device) -> torch.Tensor | None:
-        noise = layer_noise(noise_mode, self.noise_const, batch, self.resolution, device)
-        return None if noise is None else noise * self.noise_strength
-
-    def modulated_conv(self, x: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None,
-                       fused_modconv: bool) -> torch.Tensor:
-        return modulated_conv2d_ref(
-            x, self.weight, styles, noise, up=self.up, padding=self.padding,
-            resample_filter=self.resample_filter, demodulate=self.demodulate,
-            flip_weight=(self.up == 1), fused_modconv=fused_modconv,
-        )
-
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 fused_modconv: bool = True, gain: float = 1.0, impl: str = "reference") -> torch.Tensor:
         check_layer_input(x, self.in_channels, self.resolution // self.up, self.node.name)
-        styles = self.affine(w)
-        noise = self.scaled_noise(noise_mode, x.shape[0], x.device)
-        x = self.modulated_conv(x, styles, noise, fused_modconv)
+        styles = self.affine(w, impl)
+        noise = layer_noise(noise_mode, self.noise_const, x.shape[0], self.resolution, x.device)
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=act_clamp)
+        return modulated_conv2d_layer(
+            x, self.weight, styles, bias=self.bias, noise=noise, noise_strength=self.noise_strength, up=self.up,
+            demodulate=True, act="lrelu", gain=self.act_gain * gain, clamp=act_clamp,
+            resample_filter=self.resample_filter, fused_modconv=fused_modconv, impl=op_impl(impl),
+        )
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
@@ -86,7 +75,7 @@ class ModDemodBlock(BlockType):
 
     name = "moddemod"
     description = "StyleGAN2 modulated + demodulated conv, noise, bias, lrelu*sqrt2, clamp (Fig. 2d)"
-    implementations = ("reference",)
+    implementations = ("reference", "triton")
 
     def make_layer(self, node: LayerNode) -> nn.Module:
         return ModulatedLayer(node, node.options["resample_filter"])
@@ -96,4 +85,14 @@ class ModDemodBlock(BlockType):
                               node.options["resample_filter"])
 
     def kernels(self, node: LayerNode, impl: str) -> tuple[str, ...]:
-        return ("affine:addmm", "modulated_conv2d_ref", "bias_act_ref")
+        return modulated_kernels(node, impl)
+
+
+def modulated_kernels(node: LayerNode, impl: str) -> tuple[str, ...]:
+    """What runs for a StyleGAN2-style layer or ToRGB node: the affine, then the (fused) conv."""
+    if impl == "triton":
+        conv = {"torgb": "torgb(+skip)"}.get(node.kind, "modconv2d_up2" if node.up > 1 else "modconv2d")
+        return ("fully_connected:affine", conv)
+    if node.kind == "torgb":
+        return ("affine:addmm", "modulated_conv2d_ref", "bias_act_ref", "upfirdn2d_ref:skip")
+    return ("affine:addmm", "modulated_conv2d_ref", "bias_act_ref")

@@ -21,9 +21,11 @@ import math
 import torch
 from torch import nn
 
+from sgtriton.backends import op_impl, resolve_impl
+from sgtriton.blocks.base import IMPLEMENTATIONS
 from sgtriton.blocks.layers import FullyConnectedLayer
 from sgtriton.graph.builder import Graph
-from sgtriton.ops.fully_connected import normalize_2nd_moment
+from sgtriton.ops.fully_connected import mapping_chain, normalize_2nd_moment, truncate
 
 
 class LabelProjection(nn.Module):
@@ -33,16 +35,17 @@ class LabelProjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn([embed_features, c_dim]))
 
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, c: torch.Tensor, impl: str = "reference") -> torch.Tensor:
         return c @ self.weight.to(c.dtype).t()
 
 
 class MappingNetwork(nn.Module):
     """NVlabs-compatible mapping network built from the graph's mapping nodes."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, backend: str = "auto") -> None:
         super().__init__()
         config = graph.config
+        self.backend = backend
         m = config.mapping
         self.z_dim = config.z_dim
         self.c_dim = config.c_dim
@@ -92,37 +95,46 @@ class MappingNetwork(nn.Module):
         return int(batch)
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1,
-                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
-        """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``ws [N, num_ws, w_dim]`` (float32)."""
+                truncation_cutoff: int | None = None, update_emas: bool = False, impl: str | None = None
+                ) -> torch.Tensor:
+        """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``ws [N, num_ws, w_dim]`` (float32).
+
+        ``impl`` overrides the backend's choice: ``'triton'`` runs pixel norm and the FC chain as one
+        ``mapping_chain`` launch (unconditional networks) and the broadcast + truncation as another.
+        """
         self.check_inputs(z, c)
+        if truncation_cutoff is not None and (isinstance(truncation_cutoff, bool) or
+                                              not isinstance(truncation_cutoff, int) or truncation_cutoff < 0):
+            raise ValueError(f"truncation_cutoff={truncation_cutoff!r}: expected None or an int >= 0")
+        if truncation_psi != 1 and self.w_avg_beta is None:
+            raise ValueError("truncation_psi: this mapping network tracks no w_avg, so it cannot truncate")
+        device = (z if self.z_dim else c).device
+        if impl is None:
+            impl = resolve_impl(self.backend, device, IMPLEMENTATIONS)
+        ops = op_impl(impl)
         # NVlabs computes in float32; a mapping converted with .double() computes in float64.
         dtype = torch.float64 if self.fc0.weight.dtype == torch.float64 else torch.float32
-        if self.flavour == "stylegan1":
+        normalize_input = True
+        if self.flavour == "stylegan1":  # one pixel norm over [z, projected label]
             x = z.to(dtype)
             if self.c_dim:
                 x = torch.cat([x, self.embed(c.to(dtype))], dim=1)
-            x = normalize_2nd_moment(x)
-        else:
-            x = normalize_2nd_moment(z.to(dtype)) if self.z_dim else None
+        else:  # z and the embedded label normalised separately
+            x = z.to(dtype) if self.z_dim else None
             if self.c_dim:
-                y = normalize_2nd_moment(self.embed(c.to(dtype)))
-                x = torch.cat([x, y], dim=1) if x is not None else y
-        for i in range(self.num_layers):
-            x = getattr(self, f"fc{i}")(x)
+                y = normalize_2nd_moment(self.embed(c.to(dtype), impl), impl=ops)
+                x = y if x is None else torch.cat([normalize_2nd_moment(x, impl=ops), y], dim=1)
+                normalize_input = False
+        fcs = [getattr(self, f"fc{i}") for i in range(self.num_layers)]
+        x = mapping_chain(x, [fc.weight for fc in fcs], [fc.bias for fc in fcs], [fc.weight_gain for fc in fcs],
+                          fcs[0].bias_gain, act="lrelu", act_gain=fcs[0].act_gain, normalize_input=normalize_input,
+                          impl=ops)
 
         if update_emas and self.w_avg_beta is not None:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
-        if truncation_psi != 1:
-            if self.w_avg_beta is None:
-                raise ValueError("truncation_psi: this mapping network tracks no w_avg, so it cannot truncate")
-            if truncation_cutoff is None:
-                x = self.w_avg.lerp(x, truncation_psi)
-            else:
-                if not isinstance(truncation_cutoff, int) or truncation_cutoff < 0:
-                    raise ValueError(f"truncation_cutoff={truncation_cutoff!r}: expected None or an int >= 0")
-                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
-        return x
+        if self.w_avg_beta is None:
+            return x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        return truncate(x, self.w_avg, self.num_ws, truncation_psi, truncation_cutoff, impl=ops)
 
     def extra_repr(self) -> str:
         return (f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}, "

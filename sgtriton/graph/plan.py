@@ -43,14 +43,26 @@ def _node_params(G: Generator, node: LayerNode) -> int:
     return 0
 
 
-_MAPPING_KERNELS = {
-    "pixel_norm": ("normalize_2nd_moment",),
-    "embed": ("addmm",),
-    "fc": ("matmul", "bias_act_ref"),
-    "truncate": ("repeat", "lerp"),
-    "const": ("repeat",),
-    "skip": ("conv2d", "upfirdn2d_ref"),
-    "upsample_image": ("upfirdn2d_ref",),
+#: What runs for the nodes that are not style layers, per implementation.
+GRAPH_KERNELS: dict[str, dict[str, tuple[str, ...]]] = {
+    "reference": {
+        "pixel_norm": ("normalize_2nd_moment",),
+        "embed": ("addmm",),
+        "fc": ("matmul", "bias_act_ref"),
+        "truncate": ("repeat", "lerp"),
+        "const": ("repeat",),
+        "skip": ("conv2d", "upfirdn2d_ref"),
+        "upsample_image": (),  # inside the ToRGB node's ops
+    },
+    "triton": {
+        "pixel_norm": (),  # a per-row scale inside mapping_chain
+        "embed": ("fully_connected", "pixel_norm"),
+        "fc": ("mapping_chain",),  # one launch for the whole chain; listed on fc0 only
+        "truncate": ("truncate",),
+        "const": ("repeat",),
+        "skip": ("modconv2d", "upfirdn2d"),
+        "upsample_image": (),  # fused into the torgb kernel
+    },
 }
 
 
@@ -64,7 +76,9 @@ def plan_rows(G: Generator, device: torch.device | str = "cpu") -> list[PlanRow]
             kernels = block_type.kernels(node, impl)
             macs = block_type.macs(node)
         else:
-            kernels = _MAPPING_KERNELS.get(node.kind, ())
+            kernels = GRAPH_KERNELS[impl].get(node.kind, ())
+            if impl == "triton" and node.kind == "fc" and node.name != "mapping.fc0":
+                kernels = ()
             macs = block_type.macs(node) if node.kind in ("fc", "embed", "skip", "upsample_image") else 0
         rows.append(PlanRow(node, _node_params(G, node), 2 * macs, tuple(kernels)))
     return rows
@@ -91,7 +105,7 @@ def format_plan(G: Generator, rows: list[PlanRow]) -> str:
     lines.append("-" * len(header))
     lines.append(f"total parameters: {total_params:,}")
     lines.append(f"total FLOPs per image: {total_flops / 1e9:.3f} GFLOP ({total_flops / 2e9:.3f} GMAC)")
-    lines.append(f"kernels/ops per image: {launches}")
+    lines.append(f"kernel launches (ops) per forward: {launches}")
     return "\n".join(lines)
 
 

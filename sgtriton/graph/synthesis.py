@@ -20,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from sgtriton.backends import op_impl, resolve_impl
 from sgtriton.blocks.base import NOISE_MODES, BlockType
 from sgtriton.blocks.layers import SkipConv
 from sgtriton.graph.builder import Graph
@@ -77,7 +78,7 @@ class SynthesisBlock(nn.Module):
             x = x.to(dtype)
 
         if self.architecture == "resnet" and hasattr(self, "skip"):
-            y = self.skip(x, gain=math.sqrt(0.5))
+            y = self.skip(x, gain=math.sqrt(0.5), impl=impl)
             x = self.conv0(x, w_of("conv0"), **layer_kwargs)
             x = self.conv1(x, w_of("conv1"), gain=math.sqrt(0.5), **layer_kwargs)
             x = y + x
@@ -90,7 +91,7 @@ class SynthesisBlock(nn.Module):
             w = w_of("torgb") if self.nodes["torgb"].w_index is not None else None
             img = self.torgb(x, w, fused_modconv=fused_modconv, impl=impl, skip=img)
         elif img is not None:
-            img = upsample2d(img, self.resample_filter)
+            img = upsample2d(img, self.resample_filter, impl=op_impl(impl))
         return x, img
 
     def extra_repr(self) -> str:
@@ -101,9 +102,10 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """ws ``[N, num_ws, w_dim]`` -> image ``[N, img_channels, R, R]`` (float32, not clamped)."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, backend: str = "auto") -> None:
         super().__init__()
         config = graph.config
+        self.backend = backend
         self.w_dim = config.w_dim
         self.img_resolution = config.img_resolution
         self.img_resolution_log2 = config.resolution_log2
@@ -126,11 +128,14 @@ class SynthesisNetwork(nn.Module):
             raise TypeError(f"ws: expected a floating-point tensor, got dtype {ws.dtype}")
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False,
-                fused_modconv: bool | None = None, impl: str = "reference", update_emas: bool = False) -> torch.Tensor:
-        """``update_emas`` is accepted for NVlabs compatibility; synthesis tracks no averages."""
+                fused_modconv: bool | None = None, update_emas: bool = False, impl: str | None = None) -> torch.Tensor:
+        """``update_emas`` is accepted for NVlabs compatibility (synthesis tracks no averages); ``impl``
+        overrides the backend's choice (``'reference'`` or ``'triton'``)."""
         self.check_ws(ws)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
+        if impl is None:
+            impl = resolve_impl(self.backend, ws.device, self.block_type.implementations)
         # NVlabs computes in float32; a generator converted with .double() computes in float64.
         ws = ws.to(torch.float64 if self.b4.const.dtype == torch.float64 else torch.float32)
         x = img = None

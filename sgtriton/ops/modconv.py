@@ -1,4 +1,4 @@
-"""Modulated (and optionally demodulated) convolution, StyleGAN2 Fig. 2d.
+"""Modulated (and optionally demodulated) convolution, StyleGAN2 Fig. 2d, and the fused style layer.
 
 For sample ``n``, output channel ``o``, input channel ``i`` and kernel tap ``k``::
 
@@ -19,17 +19,86 @@ only keeps fp16 in range.
 Two formulations compute the same function and differ only by rounding:
 ``fused_modconv=True`` (per-sample weights, one grouped conv) and ``False`` (scale activations,
 shared-weight conv, scale outputs).
+
+The style layer (NVlabs ``SynthesisLayer``) adds the epilogue::
+
+    y = clamp(act(d * conv(x * s, W) + strength * noise + bias, alpha) * gain, -clamp, +clamp)
+
+:func:`modulated_conv2d_layer` computes it with ``impl='ref'`` (:func:`modulated_conv2d_ref` then
+``bias_act_ref``, exactly as NVlabs) or ``impl='triton'``: one implicit-GEMM kernel launch per layer.
+
+**The kernel.** Per sample ``n`` the conv is a GEMM ``[pixels, I*kh*kw] x [I*kh*kw, O]`` whose A
+operand is gathered from ``x`` (implicit im2col, zero padding by masks). The style is applied to the
+*weight tile* in the prologue: the B tile ``W[o, i, k]`` (fp32) is multiplied by ``s[n, i]`` before
+it is rounded to the dot's input dtype. Scaling the weight rather than ``x`` costs one multiply per
+weight element of a tile instead of per activation element (``BLOCK_N`` vs ``BLOCK_M`` per channel
+step), and in fp16 it rounds each B element once (``fp16(W * s)``, NVlabs' fused-path operand) while
+``x`` is used as stored; scaling ``x`` would round every activation a second time. Before the GEMM,
+each program computes its ``BLOCK_N`` demodulation coefficients from the weight slab it is about to
+read (``sum (W * s)^2`` over the flattened ``(i, tap)`` axis), so no coefficient kernel runs and no
+``[N, O, I, kh, kw]`` tensor exists; that pass repeats per pixel block, costing about as many
+multiplies as the B-tile modulation. Noise, bias, activation, gain and clamp run on the fp32
+accumulator before the single store: one launch per layer.
+
+fp32 dots use ``input_precision="tf32x3"``: three TF32 tensor-core products (``hi*hi + hi*lo +
+lo*hi``), about 1e-6 relative per product, inside the fp32 tolerance row, at tensor-core speed.
+``"ieee"`` (CUDA-core FMA) spills registers at every useful tile size of this kernel, and plain
+``"tf32"`` (1e-3) would not match NVlabs' fp32 numerics. The interpreter computes fp32 dots exactly.
+
+fp16 pre-normalisation in the kernel (NVlabs semantics): the styles are divided by their per-sample
+max-abs ``s' = s / max|s[n]|`` and the weight by ``c[o] = 1 / (sqrt(I*kh*kw) * max|W[o]|)``, both
+while they scale the weight tile, so the fp16 operand is NVlabs' ``fp16(c W s')`` (at most
+``1/sqrt(I*kh*kw)`` in magnitude) and ``d = rsqrt(c^2 sum (W s')^2 + eps)`` is computed from the
+pre-normalised values, eps included; ``max|W[o]|`` comes from the demodulation pass.
+
+**up = 2** (StyleGAN2 conv0: stride-2 transposed conv with the unflipped weight, then the 4x4 FIR
+with padding 1 and gain 4). Both steps are linear and act per output pixel parity, so for output
+pixel ``(2*my + ry, 2*mx + rx)`` the layer is a plain 3x3 cross-correlation of ``x`` (padding 1)
+with a *phase weight* ``P[ry, rx]`` (:func:`upsample_phase_weights`; for a separable filter such as
+``[1,3,3,1]``, ``P[ry, rx] = G_ry W G_rx^T`` with 3x3 matrices ``G_r`` built from its taps). The
+kernel runs one GEMM per phase (a grid axis), reads the phase weights for the GEMM and the original
+``W`` for the demodulation statistics, and needs no intermediate ``[2H+1, 2W+1]`` tensor. The price
+is 4x the multiply-adds of the transposed conv (each phase is a full 3x3 conv on the input grid); in
+exchange there is one launch and no intermediate traffic. The phase weights depend on the weight
+only, so the launcher computes them once per weight version and caches them
+(:func:`cached_phase_weights`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import weakref
+from collections import OrderedDict
 
 import torch
+import triton
+import triton.language as tl
 
+from sgtriton.ops._runtime import (
+    AotSignature,
+    KernelConfig,
+    KernelSpec,
+    declare_kernel,
+    interpreter_active,
+    jit_function,
+    launch_config,
+    triton_dtype,
+)
+from sgtriton.ops._triton_utils import check_kernel_input, check_same_device
+from sgtriton.ops.bias_act import bias_act_ref, resolve_activation
 from sgtriton.ops.conv2d_resample import conv2d_resample
+from sgtriton.ops.upfirdn2d import setup_filter
 
 DEMOD_EPS = 1e-8
+
+#: Activation codes the kernels understand (``relu`` is ``lrelu`` with ``alpha = 0``).
+ACT_CODES = {"linear": 0, "relu": 1, "lrelu": 1}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (the specification)
+# ----------------------------------------------------------------------------------------------
 
 
 def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = DEMOD_EPS) -> torch.Tensor:
@@ -102,3 +171,597 @@ def modulated_conv2d_ref(
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
+
+
+def modulated_conv2d_layer_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    noise_strength: torch.Tensor | float | None = None,
+    up: int = 1,
+    demodulate: bool = True,
+    act: str = "lrelu",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    resample_filter: torch.Tensor | None = None,
+    fused_modconv: bool = True,
+) -> torch.Tensor:
+    """NVlabs ``SynthesisLayer`` after its affine: ``modulated_conv2d_ref`` then ``bias_act_ref``.
+
+    ``noise`` (``[N, 1, H*up, W*up]`` or ``[H*up, W*up]``) is multiplied by ``noise_strength``
+    (``None`` means 1) before it is added; ``padding = kh // 2``; ``up = 2`` uses
+    ``resample_filter`` (default ``setup_filter([1, 3, 3, 1])``) and the unflipped weight.
+    """
+    if noise is not None and noise_strength is not None:
+        noise = noise * noise_strength
+    if up > 1 and resample_filter is None:
+        resample_filter = setup_filter([1, 3, 3, 1]).to(x.device)
+    y = modulated_conv2d_ref(
+        x, weight, styles, noise, up=up, padding=weight.shape[2] // 2, resample_filter=resample_filter,
+        demodulate=demodulate, flip_weight=(up == 1), fused_modconv=fused_modconv,
+    )
+    return bias_act_ref(y, None if bias is None else bias.to(y.dtype), act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+
+def upsample_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor | None = None) -> torch.Tensor:
+    """The four 3x3 phase weights of the up=2 layer: ``[O, I, 3, 3]`` -> ``[2, 2, O, I, 3, 3]``.
+
+    ``conv2d_resample(x, W, f, up=2, padding=1, flip_weight=False)`` equals, at output pixel
+    ``(2*my + ry, 2*mx + rx)``, ``conv2d(x, P[ry, rx], padding=1)`` at ``(my, mx)`` with::
+
+        P[ry, rx, o, i, a, b] = sum_{jy, ky, jx, kx} S[ry, a, jy, ky] S[rx, b, jx, kx] g[jy, jx] W[o, i, ky, kx]
+        S[r, a, j, k] = 1 if r + j + 1 - k == 2a else 0,   g[jy, jx] = 4 * f[3 - jy, 3 - jx]
+
+    (transposed conv: ``t[T] = sum_k W[k] x[(T - k)/2]``; FIR, a true convolution with padding 1:
+    ``y[Y] = sum_j g[j] t[Y + j - 1]``; so ``x`` is read at ``(Y + j - 1 - k)/2 = my + a - 1``).
+    ``resample_filter`` is the 2-D 4x4 filter from ``setup_filter`` (default ``[1, 3, 3, 1]``).
+    Computed in float64 and rounded once to ``weight``'s dtype promoted to at least float32.
+    """
+    if weight.ndim != 4 or weight.shape[2:] != (3, 3):
+        raise ValueError(f"weight: up=2 needs a [O, I, 3, 3] weight, got shape {list(weight.shape)}")
+    f = setup_filter([1, 3, 3, 1]) if resample_filter is None else resample_filter
+    if f.shape != (4, 4):
+        raise ValueError(f"resample_filter: up=2 needs a 2-D 4x4 filter, got shape {list(f.shape)}")
+    r, a, j, k = torch.meshgrid(*(torch.arange(n) for n in (2, 3, 4, 3)), indexing="ij")
+    select = (r + j + 1 - k == 2 * a).to(torch.float64).to(weight.device)
+    g = 4 * f.to(device=weight.device, dtype=torch.float64).flip([0, 1])
+    # [ry, rx, a, b, ky, kx]: which weight taps (and with what FIR factor) feed each phase tap.
+    taps = torch.einsum("yajk,xblm,jl->yxabkm", select, select, g)
+    phase = torch.einsum("yxabkm,oikm->yxoiab", taps, weight.to(torch.float64))
+    return phase.to(torch.promote_types(weight.dtype, torch.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton kernel
+# ----------------------------------------------------------------------------------------------
+
+_EPS = tl.constexpr(DEMOD_EPS)
+#: ``tl.dot`` precision for fp32 inputs.
+FP32_DOT_PRECISION = tl.constexpr("tf32x3")
+
+
+# One kernel source for every style-layer variant, with no @triton.jit helpers: under the
+# interpreter helpers become InterpretedFunctions, which the ahead-of-time compile of the caller
+# cannot reference. ToRGB (sgtriton/ops/torgb.py) is the SKIP specialisation of the same kernel.
+@triton.jit
+def _modconv_kernel(
+    x_ptr, w_ptr, wp_ptr, s_ptr, bias_ptr, noise_ptr, strength_ptr, skip_ptr, out_ptr,
+    H, W, I, O,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wo, stride_wi, stride_wh, stride_ww,
+    stride_pp, stride_po, stride_pi, stride_ph, stride_pw,
+    stride_sn, stride_si,
+    stride_nn, stride_nh, stride_nw,
+    stride_kn, stride_kc, stride_kh, stride_kw,
+    fan_in_rsqrt, alpha, gain, clamp,
+    UP: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    DEMOD: tl.constexpr, PRENORM: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr, USE_CLAMP: tl.constexpr, SKIP: tl.constexpr, FLAT_X: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Fused style layer: ``out[n, o, Y, X] = clamp(act(d * conv + strength * noise + bias) * gain) + skip``.
+
+    Pointers:
+        x: ``[N, I, H, W]`` fp32 or fp16, any strides (``stride_x*``).
+        w: ``[O, I, KH, KW]`` the original weight (``stride_w*``); demodulation statistics.
+        wp: the GEMM weight, indexed ``phase * stride_pp + o * stride_po + i * stride_pi + ...``:
+            ``w`` itself for ``UP = 1`` (``stride_pp = 0``), the ``[4, O, I, 3, 3]`` phase weights of
+            :func:`upsample_phase_weights` for ``UP = 2``.
+        s: ``[N, I]`` styles (``stride_s*``).
+        bias: ``[O]`` (read if ``HAS_BIAS``).
+        noise: one value per output pixel at ``n * stride_nn + Y * stride_nh + X * stride_nw``
+            (``stride_nn = 0`` broadcasts one ``[H*UP, W*UP]`` map); read if ``HAS_NOISE``.
+        strength: one element multiplying the noise.
+        skip: ``[N, O, H/2, W/2]`` previous image (``stride_k*``) whose ``[1,3,3,1]`` 2x upsample
+            (``upsample2d``: pad ``[2,1,2,1]``, gain 4) is added last; read if ``SKIP``.
+        out: ``[N, O, H*UP, W*UP]`` contiguous; its dtype is the stored dtype.
+    Scalars: ``fan_in_rsqrt = 1/sqrt(I*KH*KW)``; ``alpha`` (leaky slope); ``gain``; ``clamp``.
+    Constexprs: ``UP`` 1 or 2 (2 needs ``KH = KW = 3``); ``KH``, ``KW`` odd (padding ``KH // 2``);
+    ``DEMOD``; ``PRENORM`` (fp16 pre-normalisation, with ``DEMOD``); ``HAS_NOISE``; ``HAS_BIAS``;
+    ``ACT`` (0 linear, 1 leaky relu); ``USE_CLAMP``; ``SKIP``; tile sizes ``BLOCK_M`` (pixels of the
+    ``H x W`` input grid), ``BLOCK_N`` (output channels), ``BLOCK_K`` (input channels per step).
+
+    Grid: axis 0 = output-channel block (fastest, so the programs that share an input tile run
+    together) x pixel block; axis 1 = output phase ``ry * UP + rx``; axis 2 = sample.
+    """
+    pid = tl.program_id(0)
+    blocks_o = tl.cdiv(O, BLOCK_N)
+    pid_o = pid % blocks_o
+    pid_m = pid // blocks_o
+    phase = tl.program_id(1)
+    n = tl.program_id(2)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_o * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_kb = tl.arange(0, BLOCK_K)
+    PAD: tl.constexpr = KH // 2
+    m_mask = offs_m < H * W
+    n_mask = offs_n < O
+    my = offs_m // W
+    mx = offs_m - my * W
+    x_base = x_ptr + n.to(tl.int64) * stride_xn
+    s_base = s_ptr + n.to(tl.int64) * stride_sn
+    wp_base = wp_ptr + phase * stride_pp
+
+    # fp16 pre-normalisation of the styles: s' = s / max_i |s[n, i]|.
+    style_scale = 1.0
+    if PRENORM:
+        smax = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for i0 in range(0, I, BLOCK_K):
+            s = tl.load(s_base + (i0 + offs_kb) * stride_si, mask=i0 + offs_kb < I, other=0.0)
+            smax = tl.maximum(smax, tl.abs(s.to(tl.float32)))
+        style_scale = 1.0 / tl.max(smax, axis=0)
+
+    i_blocks = tl.cdiv(I, BLOCK_K)
+    # --- demodulation: d[o] = rsqrt(sum_{i,k} (W[o,i,k] s'[n,i])^2 + eps), from the original weight.
+    # A pass of its own over the flattened (i, tap) axis of the weight slab (small and cached) keeps
+    # its accumulators out of the GEMM loop's registers.
+    if DEMOD:
+        sumsq = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
+        wmax = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
+        for j0 in range(0, I * KH * KW, BLOCK_K):
+            offs_j = j0 + offs_kb
+            j_mask = offs_j < I * KH * KW
+            i = offs_j // (KH * KW)
+            ky = (offs_j // KW) % KH
+            kx = offs_j % KW
+            w_ptrs = (w_ptr + offs_n[None, :] * stride_wo
+                      + (i * stride_wi + ky * stride_wh + kx * stride_ww)[:, None])
+            w_raw = tl.load(w_ptrs, mask=j_mask[:, None] & n_mask[None, :], other=0.0).to(tl.float32)
+            s = tl.load(s_base + i * stride_si, mask=j_mask, other=0.0).to(tl.float32) * style_scale
+            w_mod = w_raw * s[:, None]
+            sumsq += w_mod * w_mod
+            if PRENORM:
+                wmax = tl.maximum(wmax, tl.abs(w_raw))
+        q = tl.sum(sumsq, axis=0)
+        if PRENORM:
+            # NVlabs' pre-normalised weight is c W with c = 1 / (sqrt(fan_in) max|W[o]|): the GEMM
+            # operand gets c too (below), and d = rsqrt(c^2 q + eps).
+            col_scale = fan_in_rsqrt / tl.where(n_mask, tl.max(wmax, axis=0), 1.0)
+            out_scale = tl.math.rsqrt(col_scale * col_scale * q + _EPS)
+        else:
+            out_scale = tl.math.rsqrt(q + _EPS)
+
+    # --- implicit GEMM: acc[p, o] = sum_{i, k} x[n, i, p + k - PAD] * (Wp[o, i, k] * s'[n, i]) ---
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    # With a contiguous image plane the pixel offset is offs_m itself, which the compiler knows is
+    # contiguous: A loads then run along pixels (coalesced) rather than along channels.
+    if FLAT_X:
+        x_pix = x_base + offs_m[:, None]
+    else:
+        x_pix = x_base + (my * stride_xh + mx * stride_xw)[:, None]      # [BLOCK_M, 1] loop-invariant
+    b_col = wp_base + (offs_n * stride_po)[None, :]                  # [1, BLOCK_N] loop-invariant
+    # One flat loop over (tap, input-channel block), so the compiler pipelines a single loop.
+    for step in range(0, KH * KW * i_blocks):
+        tap = step // i_blocks
+        offs_k = (step - tap * i_blocks) * BLOCK_K + offs_kb
+        k_mask = offs_k < I
+        ky = tap // KW
+        kx = tap - ky * KW
+        dy = ky - PAD
+        dx = kx - PAD
+
+        iy = my + dy
+        ix = mx + dx
+        a_mask = m_mask & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        if FLAT_X:
+            tap_off = dy * W + dx  # wraps across rows only for pixels a_mask excludes
+        else:
+            tap_off = dy * stride_xh + dx * stride_xw
+        a_ptrs = x_pix + tap_off + (offs_k * stride_xc)[None, :]
+        a = tl.load(a_ptrs, mask=a_mask[:, None] & k_mask[None, :], other=0.0)
+
+        # Prologue: modulate the weight tile (fp32) before it is rounded to the dot's dtype.
+        s = tl.load(s_base + offs_k * stride_si, mask=k_mask, other=0.0).to(tl.float32) * style_scale
+        b_ptrs = b_col + (ky * stride_ph + kx * stride_pw) + (offs_k * stride_pi)[:, None]
+        b = tl.load(b_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0.0).to(tl.float32) * s[:, None]
+        if PRENORM:
+            b = b * col_scale[None, :]
+
+        if x_ptr.dtype.element_ty == tl.float32:
+            acc = tl.dot(a, b, acc, input_precision=FP32_DOT_PRECISION)
+        else:
+            acc = tl.dot(a, b.to(x_ptr.dtype.element_ty), acc)
+
+    # --- epilogue on the fp32 accumulator ---
+    y = acc
+    if DEMOD:
+        y = y * out_scale[None, :]
+
+    HO = H * UP
+    WO = W * UP
+    oy = my * UP + phase // UP
+    ox = mx * UP + phase % UP
+    if HAS_NOISE:
+        noise = tl.load(noise_ptr + n.to(tl.int64) * stride_nn + oy * stride_nh + ox * stride_nw,
+                        mask=m_mask, other=0.0).to(tl.float32)
+        y += (noise * tl.load(strength_ptr).to(tl.float32))[:, None]
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if ACT == 1:
+        y = tl.where(y >= 0, y, y * alpha)
+    y = y * gain
+    if USE_CLAMP:
+        y = tl.minimum(tl.maximum(y, -clamp), clamp)
+    if SKIP:
+        # upsample2d per axis: out[2i] = (x[i-1] + 3 x[i]) / 4, out[2i+1] = (3 x[i] + x[i+1]) / 4,
+        # i.e. taps lo = (Y+1)//2 - 1 and lo + 1 with weights 1/4, 3/4 (Y even) or 3/4, 1/4 (Y odd).
+        SH = H // 2
+        SW = W // 2
+        y_lo = (oy + 1) // 2 - 1
+        x_lo = (ox + 1) // 2 - 1
+        wy_lo = tl.where(oy % 2 == 0, 0.25, 0.75)
+        wx_lo = tl.where(ox % 2 == 0, 0.25, 0.75)
+        skip_base = skip_ptr + n.to(tl.int64) * stride_kn + offs_n[None, :] * stride_kc
+        for dy in tl.static_range(2):
+            sy = y_lo + dy
+            wy = wy_lo if dy == 0 else 1.0 - wy_lo
+            for dx in tl.static_range(2):
+                sx = x_lo + dx
+                wx = wx_lo if dx == 0 else 1.0 - wx_lo
+                ok = m_mask & (sy >= 0) & (sy < SH) & (sx >= 0) & (sx < SW)
+                img = tl.load(skip_base + (sy * stride_kh + sx * stride_kw)[:, None],
+                              mask=ok[:, None] & n_mask[None, :], other=0.0).to(tl.float32)
+                y += (wy * wx)[:, None] * img
+
+    if UP == 1:
+        out_pix = offs_m  # contiguous, so stores coalesce
+    else:
+        out_pix = oy * WO + ox
+    out_ptrs = out_ptr + n.to(tl.int64) * O * HO * WO + offs_n[None, :] * (HO * WO) + out_pix[:, None]
+    tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# Declarations: tuning spaces and ahead-of-time signatures
+# ----------------------------------------------------------------------------------------------
+
+#: Scalar (non-pointer, non-constexpr) kernel arguments passed as fp32; all others are i32.
+_FLOAT_ARGS = frozenset({"fan_in_rsqrt", "alpha", "gain", "clamp"})
+
+
+#: Strides that are 1 for the contiguous tensors the launchers pass (innermost axes). Triton's JIT
+#: specialises an integer argument equal to 1 into the constant 1, so the ahead-of-time signature
+#: does the same to compile what the GPU will run.
+UNIT_STRIDES = {
+    3: ("stride_xw", "stride_ww", "stride_pw", "stride_si", "stride_nw", "stride_kw"),
+    # The phase weights are laid out [4, 3, 3, I, O].
+    "up2": ("stride_xw", "stride_ww", "stride_po", "stride_si", "stride_nw", "stride_kw"),
+    # A [O, I, 1, 1] weight is contiguous with strides (I, 1, 1, 1).
+    1: ("stride_xw", "stride_wi", "stride_wh", "stride_ww", "stride_pi", "stride_ph", "stride_pw", "stride_si",
+        "stride_nw", "stride_kw"),
+}
+
+
+def aot_signature_for(fn, pointer_types: dict[str, str], constexprs: dict) -> AotSignature:
+    """``(signature, constexprs)`` for ``fn``: pointers from ``pointer_types``, floats, i32 otherwise;
+    names in ``constexprs`` (including specialised unit strides) become ``constexpr``."""
+    signature = {}
+    for name in inspect.signature(jit_function(fn).fn).parameters:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = pointer_types[name]
+        else:
+            signature[name] = "fp32" if name in _FLOAT_ARGS else "i32"
+    return signature, dict(constexprs)
+
+
+#: Tuning space of the style-layer GEMM (first = default): wide tiles for the 512-channel low
+#: resolutions, tall narrow tiles for the 32/64-channel high resolutions. Every entry compiles for
+#: sm_80 and sm_90 in fp32 and fp16 without spills (128 x 128 tiles spill on sm_90).
+MODCONV_CONFIGS = (
+    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=4, num_stages=3),
+    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 16}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=4, num_stages=4),
+    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+)
+
+
+def _modconv_aot(up: int):
+    def signature(config: KernelConfig, dtype: str) -> AotSignature:
+        # The StyleGAN2 layer as the generator runs it: 3x3, demodulated, noise, bias, lrelu, clamp.
+        pointers = dict.fromkeys(("w_ptr", "wp_ptr", "s_ptr", "bias_ptr", "noise_ptr", "strength_ptr",
+                                  "skip_ptr"), "*fp32")
+        pointers.update(x_ptr=f"*{dtype}", out_ptr=f"*{dtype}")
+        constexprs = dict(UP=up, KH=3, KW=3, DEMOD=True, PRENORM=dtype == "fp16", HAS_NOISE=True,
+                          HAS_BIAS=True, ACT=1, USE_CLAMP=True, SKIP=False, FLAT_X=True, **config.meta)
+        constexprs.update(dict.fromkeys(UNIT_STRIDES[3] if up == 1 else UNIT_STRIDES["up2"], 1))
+        return aot_signature_for(_modconv_kernel, pointers, constexprs)
+    return signature
+
+
+#: One kernel source, two declared specialisations: ``UP`` changes the grid, the weight operand
+#: and the store pattern, so each gets its own compile-gate entry and tuned configs.
+MODCONV_KERNEL: KernelSpec = declare_kernel(
+    "modconv2d", _modconv_kernel, MODCONV_CONFIGS, _modconv_aot(1), uses_tensor_cores=True,
+    description="modulated conv (k x k, up=1) + demod + noise + bias + act + clamp, one implicit GEMM",
+)
+MODCONV_UP2_KERNEL: KernelSpec = declare_kernel(
+    "modconv2d_up2", _modconv_kernel, MODCONV_CONFIGS, _modconv_aot(2), uses_tensor_cores=True,
+    description="modulated 3x3 transposed conv + [1,3,3,1] FIR (polyphase) + demod + noise + bias + act + clamp",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launcher
+# ----------------------------------------------------------------------------------------------
+
+
+def check_kernel_device(x: torch.Tensor) -> None:
+    """Triton kernels need CUDA tensors, or CPU tensors under the interpreter."""
+    if x.device.type != "cuda" and not interpreter_active():
+        raise ValueError(f"x: Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1), got device {x.device}")
+
+
+#: Phase weights per (weight, filter) version. Entries hold weak references, checked on every hit,
+#: so a reused ``id`` never returns another tensor's phase weights and weights are not kept alive.
+_PHASE_CACHE: OrderedDict[tuple, tuple[weakref.ref, weakref.ref | None, torch.Tensor]] = OrderedDict()
+PHASE_CACHE_SIZE = 64
+
+
+def _version_key(t: torch.Tensor | None) -> tuple | None:
+    if t is None:
+        return ()
+    try:
+        return (id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
+    except RuntimeError:  # inference tensors have no version counter: do not cache
+        return None
+
+
+def _phase_gemm_layout(phase: torch.Tensor) -> torch.Tensor:
+    """``[2, 2, O, I, 3, 3]`` -> ``[4, O, I, 3, 3]`` fp32 view of memory laid out ``[4, 3, 3, I, O]``
+    (output channels contiguous, so the kernel's weight tiles load along ``O``)."""
+    gemm = phase.to(torch.float32).permute(0, 1, 4, 5, 3, 2).contiguous()  # [ry, rx, a, b, I, O]
+    return gemm.reshape(4, 3, 3, *gemm.shape[4:]).permute(0, 4, 3, 1, 2)
+
+
+def cached_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor | None) -> torch.Tensor:
+    """:func:`upsample_phase_weights` as ``[4, O, I, 3, 3]`` fp32 (``O`` contiguous in memory),
+    recomputed only when ``weight`` or ``resample_filter`` change (new tensor, new storage or an
+    in-place edit, seen through the version counter).
+    """
+    wkey, fkey = _version_key(weight), _version_key(resample_filter)
+    if wkey is None or fkey is None:
+        return _phase_gemm_layout(upsample_phase_weights(weight, resample_filter))
+    key = (wkey, fkey)
+    hit = _PHASE_CACHE.get(key)
+    if hit is not None and hit[0]() is weight and (hit[1] is None or hit[1]() is resample_filter):
+        _PHASE_CACHE.move_to_end(key)
+        return hit[2]
+    phase = _phase_gemm_layout(upsample_phase_weights(weight, resample_filter))
+    _PHASE_CACHE[key] = (weakref.ref(weight), None if resample_filter is None else weakref.ref(resample_filter),
+                         phase)
+    _PHASE_CACHE.move_to_end(key)
+    while len(_PHASE_CACHE) > PHASE_CACHE_SIZE:
+        _PHASE_CACHE.popitem(last=False)
+    return phase
+
+
+def broadcast_noise(noise: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """``noise`` ([N, 1, H, W], [1, 1, H, W] or [H, W]) as a ``[N, H, W]`` view (stride 0 to broadcast)."""
+    try:
+        return torch.broadcast_to(noise, (batch, 1, height, width))[:, 0]
+    except RuntimeError:
+        raise ValueError(f"noise: expected a shape broadcastable to [{batch}, 1, {height}, {width}] "
+                         f"(one value per output pixel), got {list(noise.shape)}") from None
+
+
+def launch_modconv(
+    spec: KernelSpec,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    bias: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    noise_strength: torch.Tensor | None,
+    skip: torch.Tensor | None,
+    up: int,
+    demodulate: bool,
+    act: str,
+    alpha: float,
+    gain: float,
+    clamp: float | None,
+    resample_filter: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    config: KernelConfig | None,
+) -> torch.Tensor:
+    """Validate, lay out and launch ``_modconv_kernel`` (shared by the style layer and ToRGB)."""
+    check_modconv_args(x, weight, styles)
+    check_kernel_input(x, "x")
+    check_kernel_device(x)
+    check_same_device(x, weight=weight, styles=styles, bias=bias, noise=noise, noise_strength=noise_strength,
+                      img=skip)
+    dtype = triton_dtype(x.dtype)
+    batch, in_channels, height, width = x.shape
+    out_channels, _, kh, kw = weight.shape
+    if kh != kw or kh % 2 == 0:
+        raise ValueError(f"weight: expected a square odd kernel, got shape {list(weight.shape)}")
+    if up == 1:
+        phase_weight, phase_strides = weight, (0, *weight.stride())
+    elif up == 2:
+        phase_weight = cached_phase_weights(weight, resample_filter)
+        phase_strides = phase_weight.stride()
+    else:
+        raise ValueError(f"up={up!r}: expected 1 or 2")
+    if bias is not None and list(bias.shape) != [out_channels]:
+        raise ValueError(f"bias: expected shape [{out_channels}], got {list(bias.shape)}")
+
+    out = torch.empty([batch, out_channels, height * up, width * up], dtype=out_dtype, device=x.device)
+    if noise is not None:
+        noise = broadcast_noise(noise, batch, height * up, width * up)
+        if noise_strength is None:
+            noise_strength = torch.ones([1], dtype=torch.float32, device=x.device)
+        elif noise_strength.numel() != 1:
+            raise ValueError(f"noise_strength: expected one element, got shape {list(noise_strength.shape)}")
+    if skip is not None:
+        expected = [batch, out_channels, height // 2, width // 2]
+        if up != 1 or height % 2 or width % 2 or list(skip.shape) != expected:
+            raise ValueError(f"img: expected shape {expected} (half of x's even size, up=1), "
+                             f"got {list(skip.shape)} for x {list(x.shape)}, up={up}")
+
+    config = config or launch_config(spec, (dtype, batch, in_channels, out_channels, height, width, kh, up))
+    block_m, block_n = config.meta["BLOCK_M"], config.meta["BLOCK_N"]
+    grid = (triton.cdiv(height * width, block_m) * triton.cdiv(out_channels, block_n), up * up, batch)
+    _modconv_kernel[grid](
+        x, weight, phase_weight, styles,
+        out if bias is None else bias,
+        out if noise is None else noise,
+        out if noise is None else noise_strength,
+        out if skip is None else skip,
+        out,
+        height, width, in_channels, out_channels,
+        *x.stride(), *weight.stride(), *phase_strides, *styles.stride(),
+        *((0, 0, 0) if noise is None else noise.stride()),
+        *((0, 0, 0, 0) if skip is None else skip.stride()),
+        1.0 / math.sqrt(in_channels * kh * kw), alpha, gain, -1.0 if clamp is None else float(clamp),
+        UP=up, KH=kh, KW=kw, DEMOD=demodulate, PRENORM=demodulate and x.dtype == torch.float16,
+        HAS_NOISE=noise is not None, HAS_BIAS=bias is not None, ACT=ACT_CODES[act],
+        USE_CLAMP=clamp is not None and clamp >= 0, SKIP=skip is not None,
+        FLAT_X=(width == 1 or x.stride(3) == 1) and (height == 1 or x.stride(2) == width),
+        num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,
+    )
+    return out
+
+
+def modulated_conv2d_triton(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    noise_strength: torch.Tensor | None = None,
+    up: int = 1,
+    demodulate: bool = True,
+    act: str = "lrelu",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    resample_filter: torch.Tensor | None = None,
+    config: KernelConfig | None = None,
+) -> torch.Tensor:
+    """The style layer on the Triton kernel (one launch); ``config`` overrides the tuned choice.
+
+    Arguments as :func:`modulated_conv2d_layer`, except ``noise_strength``: a one-element tensor or
+    ``None`` (1). Returns ``[N, O, H*up, W*up]`` in ``x.dtype``.
+    """
+    _, alpha, gain = resolve_activation(act, alpha, gain)
+    spec = MODCONV_KERNEL if up == 1 else MODCONV_UP2_KERNEL
+    return launch_modconv(spec, x, weight, styles, bias, noise, noise_strength, None, up, demodulate, act,
+                          alpha, gain, clamp, resample_filter, x.dtype, config)
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.library op (opaque to torch.compile; the fake kernel gives shapes)
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("sgtriton::modulated_conv2d", mutates_args=())
+def _modulated_conv2d_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    bias: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    noise_strength: torch.Tensor | None,
+    resample_filter: torch.Tensor | None,
+    up: int,
+    demodulate: bool,
+    act: str,
+    alpha: float,
+    gain: float,
+    clamp: float | None,
+) -> torch.Tensor:
+    return modulated_conv2d_triton(x, weight, styles, bias, noise, noise_strength, up, demodulate, act,
+                                   alpha, gain, clamp, resample_filter)
+
+
+@_modulated_conv2d_op.register_fake
+def _(x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp):
+    check_modconv_args(x, weight, styles)
+    return x.new_empty([x.shape[0], weight.shape[0], x.shape[2] * up, x.shape[3] * up])
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def modulated_conv2d_layer(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    noise_strength: torch.Tensor | float | None = None,
+    up: int = 1,
+    demodulate: bool = True,
+    act: str = "lrelu",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    resample_filter: torch.Tensor | None = None,
+    fused_modconv: bool = True,
+    impl: str = "ref",
+) -> torch.Tensor:
+    """One StyleGAN2 style layer after its affine (NVlabs ``SynthesisLayer`` from ``styles`` on)::
+
+        y = clamp(act(d * conv_up(x, W * s) + noise_strength * noise + bias, alpha) * gain, +-clamp)
+
+    Args:
+        x: ``[N, I, H, W]`` float32 or float16 (float64 too for ``impl='ref'``).
+        weight: ``[O, I, k, k]``, ``k`` odd (padding ``k // 2``); ``up=2`` needs ``k = 3``.
+        styles: ``[N, I]`` (the affine output ``s``).
+        bias: ``[O]`` or ``None``.
+        noise: ``[N, 1, H*up, W*up]``, ``[H*up, W*up]`` or ``None``.
+        noise_strength: scalar tensor or float multiplying ``noise`` (``None`` = 1).
+        up: 1, or 2 for the stride-2 transposed conv followed by the ``resample_filter`` FIR
+            (``[1, 3, 3, 1]`` by default), weight not flipped (NVlabs ``flip_weight=False``).
+        demodulate: divide each output channel by ``sqrt(sum (W s)^2 + 1e-8)``.
+        act, alpha, gain, clamp: as in :func:`~sgtriton.ops.bias_act.bias_act` (``lrelu``,
+            0.2, ``sqrt(2)``; ``clamp=None`` disables clamping). Pass the layer's total gain and clamp.
+        fused_modconv: which NVlabs formulation the reference uses (the kernel computes both).
+        impl: ``'ref'`` (PyTorch, any device) or ``'triton'`` (the ``sgtriton::modulated_conv2d`` op).
+
+    Returns:
+        ``[N, O, H*up, W*up]`` in ``x.dtype``.
+    """
+    if impl == "ref":
+        return modulated_conv2d_layer_ref(x, weight, styles, bias, noise, noise_strength, up, demodulate, act,
+                                          alpha, gain, clamp, resample_filter, fused_modconv)
+    if impl != "triton":
+        raise ValueError(f"impl={impl!r}: expected 'ref' or 'triton'")
+    _, alpha, gain = resolve_activation(act, alpha, gain)
+    if noise is not None and noise_strength is not None and not isinstance(noise_strength, torch.Tensor):
+        noise_strength = torch.full([1], float(noise_strength), dtype=torch.float32, device=x.device)
+    if isinstance(noise_strength, torch.Tensor):
+        noise_strength = noise_strength.reshape(1)
+    return torch.ops.sgtriton.modulated_conv2d(x, weight, styles, bias, noise, noise_strength, resample_filter,
+                                               up, demodulate, act, alpha, gain, clamp)

@@ -28,7 +28,7 @@ import triton.language as tl
 
 from sgtriton.ops._runtime import KernelConfig, KernelSpec, declare_kernel, launch_config, triton_dtype
 from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
-from sgtriton.ops.bias_act import activate
+from sgtriton.ops.bias_act import ACTIVATIONS, activate, bias_act_ref, resolve_activation
 
 NORM_EPS = 1e-8
 ADAIN_ALPHA = 0.2
@@ -146,27 +146,56 @@ def _adain_epilogue_kernel(
 
 
 @triton.jit
-def _rms_normalize_kernel(x_ptr, y_ptr, hw, eps, BLOCK: tl.constexpr):
-    """``y = x * rsqrt(mean(x^2) + eps)`` over one ``(n, c)`` plane of ``hw`` positions.
+def _rms_normalize_kernel(
+    x_ptr, noise_ptr, noise_strength_ptr, bias_ptr, y_ptr,
+    channels, hw, stride_noise_n, eps, alpha, gain, clamp,
+    HAS_NOISE: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, USE_CLAMP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """RMS normalisation of one ``(n, c)`` plane of ``hw`` positions, with the revised layer's epilogue.
 
-    Pointers: ``x_ptr``/``y_ptr`` ``[N, C, H, W]`` contiguous (fp32/fp16, same dtype). ``hw`` (i32) = H*W;
-    ``eps`` fp32. Constexpr ``BLOCK``: positions per loop step (sum of squares kept per lane, reduced
-    once). Grid: ``(N * C,)``.
+    ``y = clamp(act(x * rsqrt(mean(x^2) + eps) + strength * noise + bias[c], alpha) * gain, +-clamp)``;
+    with every flag off this is plain ``x * rsqrt(mean(x^2) + eps)``.
+
+    Pointers:
+        x_ptr / y_ptr: ``[N, C, H, W]`` contiguous (fp32/fp16, same dtype).
+        noise_ptr: ``[N or 1, H*W]`` noise, row stride ``stride_noise_n`` (0 when shared by the batch),
+            unit stride along ``H*W`` (unused unless HAS_NOISE).
+        noise_strength_ptr: fp32 ``[1]``, the noise scale (a tensor, so no host sync; unused unless HAS_NOISE).
+        bias_ptr: fp32 ``[C]`` (unused unless HAS_BIAS).
+    Sizes (i32): ``channels`` (C), ``hw`` (H*W). Scalars (fp32): ``eps``, ``alpha``, ``gain``, ``clamp``.
+    Constexprs: ``HAS_NOISE``, ``HAS_BIAS``, ``ACT`` (an activation ``kernel_code``), ``USE_CLAMP``;
+    ``BLOCK`` positions per loop step (sum of squares kept per lane, reduced once).
+    Grid: ``(N * C,)``.
     """
-    plane = tl.program_id(0).to(tl.int64)
-    x_plane = x_ptr + plane * hw
-    y_plane = y_ptr + plane * hw
+    plane = tl.program_id(0)
+    n = plane // channels
+    c = plane % channels
+    x_plane = x_ptr + plane.to(tl.int64) * hw
+    y_plane = y_ptr + plane.to(tl.int64) * hw
+    noise_plane = noise_ptr + n.to(tl.int64) * stride_noise_n
     sumsq = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, hw, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         v = tl.load(x_plane + offs, mask=offs < hw, other=0.0).to(tl.float32)
         sumsq += v * v
     rstd = tl.rsqrt(tl.sum(sumsq, axis=0) / hw + eps)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + c)
+    strength = 0.0
+    if HAS_NOISE:
+        strength = tl.load(noise_strength_ptr)
     for start in range(0, hw, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < hw
-        v = tl.load(x_plane + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(y_plane + offs, (v * rstd).to(y_ptr.dtype.element_ty), mask=mask)
+        v = tl.load(x_plane + offs, mask=mask, other=0.0).to(tl.float32) * rstd
+        if HAS_NOISE:
+            v += tl.load(noise_plane + offs, mask=mask, other=0.0).to(tl.float32) * strength
+        v = activate(v + bias, alpha, ACT) * gain
+        if USE_CLAMP:
+            v = tl.minimum(tl.maximum(v, -clamp), clamp)
+        tl.store(y_plane + offs, v.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def _adain_epilogue_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
@@ -179,8 +208,15 @@ def _adain_epilogue_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
 
 
 def _rms_normalize_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
-    signature = {"x_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "hw": "i32", "eps": "fp32", "BLOCK": "constexpr"}
-    return signature, {"BLOCK": config.meta["BLOCK"]}
+    signature = {
+        "x_ptr": f"*{dtype}", "noise_ptr": f"*{dtype}", "noise_strength_ptr": "*fp32", "bias_ptr": "*fp32",
+        "y_ptr": f"*{dtype}", "channels": "i32", "hw": "i32", "stride_noise_n": "i32", "eps": "fp32",
+        "alpha": "fp32", "gain": "fp32", "clamp": "fp32", "HAS_NOISE": "constexpr", "HAS_BIAS": "constexpr",
+        "ACT": "constexpr", "USE_CLAMP": "constexpr", "BLOCK": "constexpr",
+    }
+    constexprs = {"HAS_NOISE": True, "HAS_BIAS": True, "ACT": ACTIVATIONS["lrelu"].kernel_code, "USE_CLAMP": True,
+                  "BLOCK": config.meta["BLOCK"]}
+    return signature, constexprs
 
 
 ADAIN_EPILOGUE_KERNEL = declare_kernel(
@@ -208,7 +244,7 @@ RMS_NORMALIZE_KERNEL = declare_kernel(
     ],
     aot_signature=_rms_normalize_aot,
     dtypes=("fp32", "fp16", "bf16"),
-    description="divide each (n, c) plane by its root-mean-square; one plane a program",
+    description="divide each (n, c) plane by its RMS (+ noise, bias, act, gain, clamp); one plane a program",
 )
 
 
@@ -250,15 +286,32 @@ def _adain_epilogue_launch(
     return y
 
 
-def _rms_normalize_launch(x: torch.Tensor, eps: float) -> torch.Tensor:
+def _rms_normalize_launch(
+    x: torch.Tensor, noise: torch.Tensor | None, noise_strength: torch.Tensor | None, bias: torch.Tensor | None,
+    act: str, alpha: float, gain: float, clamp: float | None, eps: float,
+) -> torch.Tensor:
     x = x.contiguous()
     n, c, h, w = x.shape
     y = torch.empty_like(x)
     if y.numel() == 0:
         return y
-    block, config = _plane_block(RMS_NORMALIZE_KERNEL, x, h * w)
-    _rms_normalize_kernel[(n * c,)](x, y, h * w, float(eps), BLOCK=block,
-                                    num_warps=config.num_warps, num_stages=config.num_stages)
+    has_noise = noise is not None
+    if has_noise:
+        noise = noise.reshape(-1, h * w).contiguous()
+        noise_stride = 0 if noise.shape[0] == 1 else h * w
+        strength = as_fp32_param(noise_strength.reshape(1)) if noise_strength is not None else \
+            torch.ones([1], dtype=torch.float32, device=x.device)
+    else:
+        noise, noise_stride, strength = x, 0, x
+    _, config = _plane_block(RMS_NORMALIZE_KERNEL, x, h * w)
+    block = min(config.meta["BLOCK"], triton.next_power_of_2(h * w))
+    _rms_normalize_kernel[(n * c,)](
+        x, noise, strength, as_fp32_param(bias) if bias is not None else x, y, c, h * w, noise_stride,
+        float(eps), float(alpha), float(gain), -1.0 if clamp is None else float(clamp),
+        HAS_NOISE=has_noise, HAS_BIAS=bias is not None,
+        ACT=ACTIVATIONS[act].kernel_code, USE_CLAMP=clamp is not None and clamp >= 0,
+        BLOCK=block, num_warps=config.num_warps, num_stages=config.num_stages,
+    )
     return y
 
 
@@ -276,12 +329,15 @@ def _adain_epilogue_fake(x, noise, noise_weight, bias, style, alpha, eps):
 
 
 @torch.library.custom_op("sgtriton::rms_normalize", mutates_args=())
-def _rms_normalize_op(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return _rms_normalize_launch(x, eps)
+def _rms_normalize_op(
+    x: torch.Tensor, noise: torch.Tensor | None, noise_strength: torch.Tensor | None, bias: torch.Tensor | None,
+    act: str, alpha: float, gain: float, clamp: float | None, eps: float,
+) -> torch.Tensor:
+    return _rms_normalize_launch(x, noise, noise_strength, bias, act, alpha, gain, clamp, eps)
 
 
 @_rms_normalize_op.register_fake
-def _rms_normalize_fake(x, eps):
+def _rms_normalize_fake(x, noise, noise_strength, bias, act, alpha, gain, clamp, eps):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -352,9 +408,50 @@ def adain_epilogue(
 
 def rms_normalize(x: torch.Tensor, eps: float = NORM_EPS, impl: str = "ref") -> torch.Tensor:
     """``x * rsqrt(mean(x^2 over H, W) + eps)`` per ``(n, c)``; ``x [N, C, H, W]`` -> same shape and dtype."""
+    return rms_normalize_epilogue(x, act="linear", gain=1.0, eps=eps, impl=impl)
+
+
+def rms_normalize_epilogue_ref(
+    x: torch.Tensor, noise: torch.Tensor | None = None, noise_strength: torch.Tensor | float | None = None,
+    bias: torch.Tensor | None = None, act: str = "linear", alpha: float | None = None,
+    gain: float | None = None, clamp: float | None = None, eps: float = NORM_EPS,
+) -> torch.Tensor:
+    """Reference of :func:`rms_normalize_epilogue` from :func:`rms_normalize_ref` and ``bias_act_ref``."""
+    x = rms_normalize_ref(x, eps)
+    if noise is not None:
+        x = x + (noise if noise_strength is None else noise * noise_strength).to(x.dtype)
+    return bias_act_ref(x, None if bias is None else bias.to(x.dtype), act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+
+def rms_normalize_epilogue(
+    x: torch.Tensor, noise: torch.Tensor | None = None, noise_strength: torch.Tensor | float | None = None,
+    bias: torch.Tensor | None = None, act: str = "linear", alpha: float | None = None,
+    gain: float | None = None, clamp: float | None = None, eps: float = NORM_EPS, impl: str = "ref",
+) -> torch.Tensor:
+    """The revised layer after its conv (StyleGAN2 Fig. 2c: bias and noise outside the style block)::
+
+        y = clamp(act(x * rsqrt(mean_{h,w}(x^2) + eps) + noise_strength * noise + bias[c], alpha) * gain, +-clamp)
+
+    ``x [N, C, H, W]``; ``noise`` ``[H, W]``, ``[1, 1, H, W]``, ``[N, 1, H, W]`` or ``None``; ``bias [C]`` or
+    ``None``; ``noise_strength`` a scalar tensor or float (``None`` = 1); ``act``/``alpha``/``gain``/``clamp``
+    as in :func:`~sgtriton.ops.bias_act.bias_act`. Returns
+    ``x.shape`` in ``x.dtype``. ``impl='triton'``: one kernel, one program per ``(n, c)`` plane.
+    """
     _check_impl(impl)
+    _, alpha, gain = resolve_activation(act, alpha, gain)
     if impl == "ref":
-        return rms_normalize_ref(x, eps)
+        return rms_normalize_epilogue_ref(x, noise, noise_strength, bias, act, alpha, gain, clamp, eps)
     check_kernel_input(x, "x")
     _check_feature_map(x)
-    return torch.ops.sgtriton.rms_normalize(x, float(eps))
+    n, c, h, w = x.shape
+    if noise is not None:
+        check_kernel_input(noise, "noise")
+        if list(noise.shape) not in ([h, w], [1, 1, h, w], [n, 1, h, w]):
+            raise ValueError(f"noise: expected shape [{h}, {w}], [1, 1, {h}, {w}] or [{n}, 1, {h}, {w}], "
+                             f"got {list(noise.shape)}")
+    if bias is not None and list(bias.shape) != [c]:
+        raise ValueError(f"bias: expected shape [{c}] (x.shape[1]), got {list(bias.shape)}")
+    if noise_strength is not None and not isinstance(noise_strength, torch.Tensor):
+        noise_strength = torch.full([1], float(noise_strength), dtype=torch.float32, device=x.device)
+    return torch.ops.sgtriton.rms_normalize(x, noise, noise_strength, bias, act, float(alpha), float(gain),
+                                            clamp, float(eps))

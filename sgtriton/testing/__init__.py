@@ -8,7 +8,7 @@ from sgtriton.testing.harness import (
     check_layer_case,
     layer_cases,
 )
-from sgtriton.testing.tolerance import TOLERANCES, assert_close, tolerance_for
+from sgtriton.testing.tolerance import TOLERANCES, assert_close, generator_reduction_length, tolerance_for
 
 __all__ = [
     "TOLERANCES",
@@ -17,6 +17,7 @@ __all__ = [
     "assert_close",
     "block_equivalence_test",
     "check_layer_case",
+    "generator_reduction_length",
     "layer_cases",
     "tolerance_for",
 ]

@@ -6,7 +6,8 @@ A kernel result ``a`` in dtype ``d`` matches a float64 reference ``e`` when, ele
 
 where ``K`` is the reduction length behind each output element (``I * kh * kw`` for a conv,
 ``H * W`` for normalisation statistics, 1 for elementwise ops): rounding errors of a length-``K``
-sum grow like ``sqrt(K)`` for random-sign terms.
+sum grow like ``sqrt(K)`` for random-sign terms. A whole generator chains its layers, so its images
+use the sum of the layers' lengths along the chain (:func:`generator_reduction_length`).
 """
 
 from __future__ import annotations
@@ -69,3 +70,12 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, dtype: torch.d
             f"mean abs error {err.mean().item():.3e}; worst at {index}: got {a[index].item():.6e}, "
             f"expected {e[index].item():.6e}"
         )
+
+
+def generator_reduction_length(G) -> int:
+    """``K`` of a whole generator's image: the block type's reduction lengths summed over the chain
+    of style layers and the last ToRGB (their rounding errors add up along the network)."""
+    block = G.graph.block_type
+    nodes = [n for n in G.graph.synthesis_nodes if n.kind in ("input", "conv")]
+    torgb = [n for n in G.graph.synthesis_nodes if n.kind == "torgb"][-1]
+    return sum(block.reduction_length(n) for n in nodes) + block.reduction_length(torgb)

@@ -95,7 +95,7 @@ class PersistentModule:
         return (_reconstruct_persistent_obj, (meta,))
 
 
-NVLABS_CLASSES = {"Generator": "Generator", "_Synthesis": "SynthesisNetwork", "MappingNetwork": "MappingNetwork",
+NVLABS_CLASSES = {"Generator": "Generator", "SynthesisNetwork": "SynthesisNetwork", "MappingNetwork": "MappingNetwork",
                   "SynthesisBlock": "SynthesisBlock", "ModulatedLayer": "SynthesisLayer",
                   "ModulatedToRGB": "ToRGBLayer", "FullyConnectedLayer": "FullyConnectedLayer",
                   "SkipConv": "Conv2dLayer"}
@@ -116,7 +116,7 @@ def _nvlabs_attrs(module: torch.nn.Module, G: sgtriton.Generator, flavour: str) 
         kwargs = ({**dims, "mapping_kwargs": map_kwargs, "synthesis_kwargs": syn_kwargs} if flavour == "ada"
                   else {**dims, "mapping_kwargs": map_kwargs, **syn_kwargs})
         return {**dims, "num_ws": G.num_ws, "_init_args": (), "_init_kwargs": EasyDict(kwargs)}
-    if kind == "_Synthesis":
+    if kind == "SynthesisNetwork":
         extra = {"num_fp16_res": config.synthesis.num_fp16_res} if flavour == "sg3" else {}
         return {"w_dim": G.w_dim, "img_resolution": G.img_resolution, "img_resolution_log2": config.resolution_log2,
                 "img_channels": G.img_channels, "block_resolutions": config.block_resolutions,

@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import sgtriton  # noqa: F401  (selects Triton's interpreter before any kernel module is imported)
-from sgtriton.ops.normalization import adain_epilogue, instance_norm_ref, rms_normalize
+from sgtriton.ops.normalization import adain_epilogue, instance_norm_ref, rms_normalize, rms_normalize_epilogue
 from sgtriton.testing.tolerance import assert_close
 
 DTYPES = (torch.float32, torch.float16)
@@ -70,6 +70,26 @@ def test_rms_normalize_matches_float64_reference(shape, scale, dtype, seed):
     expected = rms_normalize(x.double(), impl="ref")
     assert actual.dtype == dtype
     assert_close(actual, expected, dtype=dtype, reduction_length=shape[2] * shape[3])
+
+
+@settings(deadline=None, max_examples=40)
+@given(shape=feature_maps(), noise_kind=st.sampled_from(NOISE_KINDS), act=st.sampled_from(["linear", "lrelu"]),
+       clamp=st.sampled_from([None, 0.3]), gain=st.sampled_from([1.0, 2**0.5]), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
+def test_rms_normalize_epilogue_matches_float64_reference(shape, noise_kind, act, clamp, gain, dtype, seed):
+    n, c, h, w = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen).to(dtype)
+    noise = make_noise(noise_kind, n, h, w, gen)
+    noise = None if noise is None else noise.to(dtype)
+    strength = torch.randn([], generator=gen)
+    bias = None if noise_kind == "no_weight" else torch.randn([c], generator=gen)
+    actual = rms_normalize_epilogue(x, noise, strength, bias, act=act, gain=gain, clamp=clamp, impl="triton")
+    expected = rms_normalize_epilogue(x.double(), None if noise is None else noise.double(), strength.double(),
+                                      None if bias is None else bias.double(), act=act, gain=gain, clamp=clamp,
+                                      impl="ref")
+    assert actual.dtype == dtype
+    assert_close(actual, expected, dtype=dtype, reduction_length=h * w)
 
 
 @pytest.mark.parametrize("impl", ["ref", "triton"])
@@ -142,4 +162,6 @@ def test_custom_ops_pass_opcheck():
     args = (x, torch.randn([1, 1, 5, 4], generator=gen), torch.randn(3, generator=gen),
             torch.randn(3, generator=gen), torch.randn(2, 6, generator=gen), 0.2, 1e-8)
     torch.library.opcheck(torch.ops.sgtriton.adain_epilogue.default, args)
-    torch.library.opcheck(torch.ops.sgtriton.rms_normalize.default, (x, 1e-8))
+    torch.library.opcheck(torch.ops.sgtriton.rms_normalize.default,
+                          (x, torch.randn([2, 1, 5, 4], generator=gen), torch.ones([1]), torch.randn(3, generator=gen),
+                           "lrelu", 0.2, 2**0.5, 0.5, 1e-8))
