@@ -28,6 +28,11 @@ from sgtriton.graph.builder import Graph
 from sgtriton.ops.fully_connected import mapping_chain, normalize_2nd_moment, truncate
 
 
+def _capturing() -> bool:
+    """True while a CUDA graph is being captured: the NaN check would sync with the host, so skip it."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 class LabelProjection(nn.Module):
     """StyleGAN1's label projection ``y = c @ weight^T`` (``weight [embed, c_dim]``, unscaled)."""
 
@@ -77,7 +82,7 @@ class MappingNetwork(nn.Module):
                 raise ValueError(f"z: expected a tensor of shape [N, {self.z_dim}], got {got}")
             if not z.is_floating_point():
                 raise TypeError(f"z: expected a floating-point tensor, got dtype {z.dtype}")
-            if not torch.isfinite(z).all():
+            if not _capturing() and not torch.isfinite(z).all():
                 raise ValueError("z: contains NaN or infinite values")
             batch = z.shape[0]
         if self.c_dim:
@@ -86,7 +91,7 @@ class MappingNetwork(nn.Module):
                 raise ValueError(f"c: expected a tensor of shape [N, {self.c_dim}] (c_dim={self.c_dim}), got {got}")
             if batch is not None and c.shape[0] != batch:
                 raise ValueError(f"c: batch size {c.shape[0]} does not match z's {batch}")
-            if not torch.isfinite(c.float()).all():
+            if not _capturing() and not torch.isfinite(c.float()).all():
                 raise ValueError("c: contains NaN or infinite values")
             batch = c.shape[0]
         elif c is not None and isinstance(c, torch.Tensor) and c.numel() and c.shape[-1] != 0:

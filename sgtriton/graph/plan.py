@@ -25,7 +25,7 @@ class PlanRow:
     kernels: tuple[str, ...]
 
 
-def _module_at(root: nn.Module, path: str) -> nn.Module | torch.Tensor | None:
+def module_at(root: nn.Module, path: str) -> nn.Module | torch.Tensor | None:
     obj: object = root
     for part in path.split("."):
         obj = getattr(obj, part, None)
@@ -35,7 +35,7 @@ def _module_at(root: nn.Module, path: str) -> nn.Module | torch.Tensor | None:
 
 
 def _node_params(G: Generator, node: LayerNode) -> int:
-    obj = _module_at(G, node.name)
+    obj = module_at(G, node.name)
     if isinstance(obj, nn.Module):
         return sum(p.numel() for p in obj.parameters())
     if isinstance(obj, torch.Tensor):
