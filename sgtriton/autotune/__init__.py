@@ -12,7 +12,7 @@
 """
 
 from sgtriton.autotune.buckets import ROUNDED_FIELDS, bucket_key, bucket_label
-from sgtriton.autotune.cache import CACHE_ENV, CacheEntry, TuningCache, TuningCacheWarning, clear_cache
+from sgtriton.autotune.cache import CacheEntry, TuningCache, TuningCacheWarning, clear_cache
 from sgtriton.autotune.environment import Environment, current_environment, source_hash
 from sgtriton.autotune.policy import (
     AUTOTUNE_ENV,
@@ -26,6 +26,7 @@ from sgtriton.autotune.policy import (
 from sgtriton.autotune.pruning import Pruner, default_pruner, reject_by_compile_results
 from sgtriton.autotune.tuner import Benchmarker, TuneResult, format_results, gpu_benchmarker, tune_call
 from sgtriton.autotune.warmup import WarmupReport, warmup
+from sgtriton.ops._runtime import CACHE_ENV
 
 __all__ = [
     "AUTOTUNE_ENV",

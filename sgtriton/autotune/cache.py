@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from sgtriton.autotune.environment import Environment
-from sgtriton.ops._runtime import KernelConfig, KernelSpec
+from sgtriton.ops._runtime import KernelConfig, KernelSpec, default_cache_root
 
-CACHE_ENV = "SGTRITON_CACHE_DIR"
 SCHEMA = 1
 LOCK_TIMEOUT_S = 60.0
 
@@ -53,15 +52,6 @@ def report_once(subject: str, kind: str, message: str) -> None:
         return
     _REPORTED.add((subject, kind))
     warnings.warn(message, TuningCacheWarning, stacklevel=3)
-
-
-def default_cache_root() -> Path:
-    """``$SGTRITON_CACHE_DIR``, else ``$XDG_CACHE_HOME/sgtriton``, else ``~/.cache/sgtriton``."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "sgtriton"
 
 
 def autotune_dir(root: str | os.PathLike[str] | None = None) -> Path:

@@ -9,16 +9,11 @@ tuning space it was measured with. :class:`Environment` holds the first four;
 from __future__ import annotations
 
 import hashlib
-import inspect
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-#: Opt-in shared memory per block (bytes) by compute capability, for when no device can be asked.
-SHARED_MEMORY_BY_CAPABILITY = {
-    70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376,
-    90: 232448, 100: 232448, 120: 101376,
-}
+from sgtriton.ops._runtime import SHARED_MEMORY_BY_CAPABILITY, kernel_source_hash
 
 
 @dataclass(frozen=True)
@@ -106,22 +101,8 @@ def source_hash(spec: Any) -> str:
     if cached is not None:
         return cached
     digest = hashlib.sha256()
-    digest.update(_kernel_source_key(spec.fn).encode())
+    digest.update(kernel_source_hash(spec.fn).encode())
     digest.update(repr([str(c) for c in spec.configs]).encode())
     value = digest.hexdigest()[:16]
     _SOURCE_HASHES[memo_key] = value
     return value
-
-
-def _kernel_source_key(fn: Any) -> str:
-    try:
-        from sgtriton.ops._runtime import jit_function
-
-        # Triton's own cache key: the source plus every @jit function it calls (and their globals).
-        return str(jit_function(fn).cache_key)
-    except Exception:  # not a Triton kernel (a test double), or Triton could not resolve it
-        target = getattr(fn, "fn", fn)
-        try:
-            return inspect.getsource(target if inspect.isfunction(target) else type(target))
-        except (OSError, TypeError):
-            return f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', repr(target))}"

@@ -16,9 +16,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
+import types
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 INTERPRET_ENV = "TRITON_INTERPRET"
@@ -132,3 +136,81 @@ TORCH_TO_TRITON = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fl
 def triton_dtype(dtype: Any) -> str:
     """``torch.float16`` -> ``'fp16'`` (for signatures and config keys)."""
     return TORCH_TO_TRITON[str(dtype).replace("torch.", "")]
+
+
+# ----------------------------------------------------------------------------------------------
+# Facts the compile gate and the tuner share
+# ----------------------------------------------------------------------------------------------
+
+CACHE_ENV = "SGTRITON_CACHE_DIR"
+
+#: Opt-in shared memory per block (bytes) by compute capability, for when no device can be asked.
+SHARED_MEMORY_BY_CAPABILITY = {
+    70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376,
+    90: 232448, 100: 232448, 120: 101376,
+}
+
+
+def default_cache_root() -> Path:
+    """``$SGTRITON_CACHE_DIR``, else ``$XDG_CACHE_HOME/sgtriton``, else ``~/.cache/sgtriton``."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "sgtriton"
+
+
+def _is_triton_function(value: Any) -> bool:
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    return isinstance(value, (JITFunction, InterpretedFunction))
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def kernel_source_hash(fn: Any) -> str:
+    """Hash of a kernel's source, of every ``@triton.jit`` function it calls (recursively) and of
+    the plain constants it reads from its module.
+
+    Works for jitted and interpreted kernels alike (Triton's own ``cache_key`` refuses interpreted
+    helpers), so the parent process can key the cache without compiling anything.
+    """
+    digest = hashlib.sha256()
+    seen: set[int] = set()
+
+    def visit(triton_fn: Any) -> None:
+        python_fn = getattr(triton_fn, "fn", triton_fn)
+        if id(python_fn) in seen:
+            return
+        seen.add(id(python_fn))
+        if not inspect.isfunction(python_fn):  # not a Python kernel (e.g. a test double): hash its class
+            python_fn = type(python_fn)
+        try:
+            source = inspect.getsource(python_fn)
+        except (OSError, TypeError):
+            source = f"{python_fn.__module__}.{python_fn.__qualname__}"
+        digest.update(source.encode())
+        if not inspect.isfunction(python_fn):
+            return
+        names = _code_names(python_fn.__code__)
+        for name in sorted(names):
+            value = python_fn.__globals__.get(name)
+            if _is_triton_function(value):
+                visit(value)
+            elif isinstance(value, types.ModuleType):  # `module.helper(...)` inside a kernel
+                for attribute in sorted(names):
+                    member = getattr(value, attribute, None)
+                    if _is_triton_function(member):
+                        visit(member)
+            elif isinstance(value, (bool, int, float, str)) or type(value).__name__ == "constexpr":
+                digest.update(f"{name}={value!r}".encode())
+
+    visit(fn)
+    return digest.hexdigest()

@@ -8,6 +8,7 @@ from autotune_fakes import declare_fake, undeclare
 from sgtriton.autotune import cache as cache_module
 from sgtriton.autotune import policy as policy_module
 from sgtriton.ops import _runtime
+from sgtriton.ops._runtime import CACHE_ENV
 
 _names = itertools.count()
 
@@ -15,7 +16,7 @@ _names = itertools.count()
 @pytest.fixture(autouse=True)
 def isolated_autotune(tmp_path, monkeypatch):
     """Each test gets its own cache root, an unset SGTRITON_AUTOTUNE and fresh 'reported once' state."""
-    monkeypatch.setenv(cache_module.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(policy_module.AUTOTUNE_ENV, raising=False)
     monkeypatch.setattr(cache_module, "_REPORTED", set())
     previous = _runtime._config_selector

@@ -15,8 +15,8 @@ from sgtriton.autotune.cache import (
     autotune_dir,
     cache_files,
     clear_cache,
-    default_cache_root,
 )
+from sgtriton.ops._runtime import default_cache_root
 
 CONFIG = {"meta": {"BLOCK": 128}, "num_warps": 4, "num_stages": 1}
 

@@ -1,0 +1,693 @@
+"""Ahead-of-time compile gate: every declared kernel x config x dtype x target, compiled without a GPU.
+
+Triton's interpreter forgives what the GPU compiler does not (layouts, register pressure, shared
+memory, unsupported ops), so every kernel in :data:`~sgtriton.ops._runtime.KERNELS` is also
+compiled here with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cap, 32))`` for each
+target (sm_80 and sm_90 by default), each of its declared configs and dtypes. Per compile it
+records:
+
+* ``registers`` and ``static_shared_bytes`` -- ``cuobjdump --dump-resource-usage`` of the cubin;
+* ``spill_stores`` / ``spill_loads`` (bytes) -- the ``ptxas -v`` log Triton prints on request;
+* ``shared_bytes`` -- ``metadata.shared``, the dynamic shared memory Triton launches with;
+* ``mma_ops`` -- tensor-core instructions (``HMMA``, ``HGMMA``, ...) found in ``cuobjdump -sass``;
+* ``compile_seconds`` and the compile ``error`` (captured, never raised).
+
+A result *fails* (:meth:`CompileResult.problems`) on a compile error, on any spill, on shared
+memory or registers beyond what the target can launch, and on a half-precision (fp16/bf16)
+compile of a kernel declared ``uses_tensor_cores=True`` that has no tensor-core instruction.
+
+Kernel modules decorate their kernels once, at import, and under the interpreter (the default on a
+machine without CUDA) helpers such as ``activate`` become interpreted functions that Triton's
+compiler cannot follow. So compiles run in worker processes started with ``TRITON_INTERPRET=0``,
+where every kernel module is imported exactly as on a GPU machine (at most 2 workers, each
+importing the kernel modules once). Results are cached on disk under ``$SGTRITON_CACHE_DIR/aot``
+(default ``~/.cache/sgtriton/aot``), one JSON file per compile, keyed by the kernel's source (with
+the ``@triton.jit`` helpers it calls), config, signature, dtype, target and Triton version.
+
+``sgtriton kernels`` lists the declared kernels; ``sgtriton kernels --report`` runs the gate
+(:data:`kernels_command`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import io
+import json
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sgtriton.ops._runtime import (
+    KERNELS,
+    SHARED_MEMORY_BY_CAPABILITY,
+    KernelSpec,
+    default_cache_root,
+    jit_function,
+    kernel_source_hash,
+)
+
+#: Compute capabilities compiled by default: A100 (sm_80) and H100 (sm_90a).
+DEFAULT_TARGETS = (80, 90)
+#: 32-bit registers one block may hold on every target we compile for.
+REGISTERS_PER_BLOCK = 65536
+#: Dtypes whose ``tl.dot`` must run on tensor cores in kernels declared ``uses_tensor_cores``.
+HALF_DTYPES = ("fp16", "bf16")
+#: Bump when the recorded fields or their meaning change, so old cache files are ignored.
+GATE_SCHEMA = 1
+MAX_WORKERS = 2
+#: Compile errors are kept to this many characters (Triton's can include the whole PTX).
+MAX_ERROR_CHARS = 4000
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the kernels
+# --------------------------------------------------------------------------------------------
+
+
+def import_all_kernel_modules() -> dict[str, str]:
+    """Import every module of ``sgtriton.ops`` and every block plugin, so all kernels are declared.
+
+    Kernel modules add themselves to :data:`~sgtriton.ops._runtime.KERNELS` when imported; block
+    plugins (entry points of ``sgtriton.blocks``) are imported by
+    :func:`sgtriton.registry.available_blocks` and may declare kernels of their own.
+    Returns ``{module: error}`` for every module that failed to import (empty when all imported).
+    """
+    import sgtriton.ops
+
+    failures: dict[str, str] = {}
+    for info in pkgutil.walk_packages(sgtriton.ops.__path__, prefix="sgtriton.ops."):
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:  # a broken kernel module is a gate failure, not a crash
+            failures[info.name] = f"{type(exc).__name__}: {exc}"
+    from sgtriton.registry import available_blocks
+
+    with contextlib.suppress(Exception):  # the registry already warns about broken plugins
+        available_blocks()
+    return failures
+
+
+def kernel_module(spec: KernelSpec) -> str:
+    """The module that defines ``spec``'s kernel function."""
+    return getattr(getattr(spec.fn, "fn", spec.fn), "__module__", "") or ""
+
+
+def shipped_kernels() -> list[str]:
+    """Names of the declared kernels that ship with sgtriton or with an installed block plugin.
+
+    Kernels declared elsewhere (test doubles, notebooks) are left out: the gate's worker processes
+    could not import them. Call :func:`import_all_kernel_modules` first.
+    """
+    from importlib import metadata
+
+    from sgtriton.registry import ENTRY_POINT_GROUP
+
+    packages = {"sgtriton"} | {ep.module.split(".")[0] for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return [name for name, spec in KERNELS.items() if kernel_module(spec).split(".")[0] in packages]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the compiler's output
+# --------------------------------------------------------------------------------------------
+
+_RESOURCE_FUNCTION = re.compile(r"^\s*Function\s+(\S+):\s*$")
+_RESOURCE_FIELD = re.compile(r"([A-Z_]+(?:\[\d+\])?):(\d+)")
+_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
+_SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)")
+
+
+def parse_resource_usage(text: str) -> dict[str, dict[str, int]]:
+    """Parse ``cuobjdump --dump-resource-usage``: ``{function: {"REG": 26, "STACK": 0, ...}}``.
+
+    The input looks like::
+
+        Resource usage:
+         Function _bias_act_kernel:
+          REG:26 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:592 TEXTURE:0 SURFACE:0 SAMPLER:0
+    """
+    usage: dict[str, dict[str, int]] = {}
+    function = None
+    for line in text.splitlines():
+        match = _RESOURCE_FUNCTION.match(line)
+        if match:
+            function = match.group(1)
+            continue
+        fields = _RESOURCE_FIELD.findall(line)
+        if function is not None and fields:
+            usage[function] = {key: int(value) for key, value in fields}
+            function = None
+    return usage
+
+
+def parse_ptxas_spills(log: str) -> tuple[int, int] | None:
+    """Spill bytes ``(stores, loads)`` summed over the functions of a ``ptxas -v`` log, or ``None``
+    if the log has no ``bytes spill stores`` line."""
+    found = _SPILLS.findall(log)
+    if not found:
+        return None
+    return sum(int(s) for s, _ in found), sum(int(loads) for _, loads in found)
+
+
+def tensor_core_instructions(sass: str) -> tuple[str, ...]:
+    """Distinct tensor-core opcodes (``HMMA``, ``HGMMA``, ``IMMA``, ...) in ``cuobjdump -sass`` text.
+
+    An opcode counts when its base (before the first ``.``) ends in ``MMA``; ``HFMA2.MMA`` is an
+    FMA issued on another pipe, not a tensor-core instruction, and does not count.
+    """
+    found = set()
+    for line in sass.splitlines():
+        match = _SASS_INSTRUCTION.match(line)
+        if match and match.group(1).endswith("MMA"):
+            found.add(match.group(1))
+    return tuple(sorted(found))
+
+
+def ptx_tensor_core_instructions(ptx: str) -> tuple[str, ...]:
+    """Fallback without ``cuobjdump``: the PTX tensor-core instructions (``mma``, ``wgmma``) used."""
+    return tuple(sorted(set(re.findall(r"^\s*(?:@%p\d+\s+)?(wgmma|mma)\.", ptx, re.MULTILINE))))
+
+
+def cuobjdump_path() -> str | None:
+    """``cuobjdump`` shipped with Triton (``triton.knobs.nvidia.cuobjdump``), or ``None``."""
+    try:
+        from triton import knobs
+
+        path = knobs.nvidia.cuobjdump.path
+    except Exception:
+        return None
+    return path if path and os.path.exists(path) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompileResult:
+    """One ahead-of-time compile: what it used and what went wrong."""
+
+    kernel: str
+    config: str
+    dtype: str
+    target: int
+    num_warps: int = 0
+    expects_tensor_cores: bool = False
+    registers: int | None = None
+    spill_stores: int | None = None
+    spill_loads: int | None = None
+    stack_bytes: int | None = None
+    shared_bytes: int | None = None
+    static_shared_bytes: int | None = None
+    mma_ops: tuple[str, ...] = ()
+    compile_seconds: float = 0.0
+    error: str | None = None
+    cached: bool = False
+    cacheable: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spills(self) -> int:
+        return (self.spill_stores or 0) + (self.spill_loads or 0)
+
+    @property
+    def tensor_cores(self) -> bool:
+        return bool(self.mma_ops)
+
+    def problems(self) -> list[str]:
+        """Why this compile fails the gate (empty when it passes)."""
+        if self.error is not None:
+            return ["error"]
+        found = []
+        if self.spills:
+            found.append(f"spills {self.spill_stores}B/{self.spill_loads}B")
+        limit = _shared_memory_limit(self.target)
+        shared = (self.shared_bytes or 0) + (self.static_shared_bytes or 0)
+        if limit is not None and shared > limit:
+            found.append(f"smem {shared}B > {limit}B")
+        if self.registers is not None and self.registers * 32 * self.num_warps > REGISTERS_PER_BLOCK:
+            found.append(f"regs {self.registers}x{32 * self.num_warps} threads > {REGISTERS_PER_BLOCK}")
+        if self.expects_tensor_cores and self.dtype in HALF_DTYPES and not self.tensor_cores:
+            found.append("no tensor cores")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mma_ops"] = list(self.mma_ops)
+        data["problems"] = self.problems()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CompileResult:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["mma_ops"] = tuple(values.get("mma_ops", ()))
+        return cls(**values)
+
+
+def _shared_memory_limit(capability: int) -> int | None:
+    # One table of per-GPU shared memory for the whole package (the tuner prunes configs with it).
+
+    return SHARED_MEMORY_BY_CAPABILITY.get(capability)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiling one job (runs in a worker process)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompileJob:
+    """One compile to run: ``KERNELS[kernel].configs[config_index]`` for ``dtype`` on ``target``."""
+
+    kernel: str
+    module: str
+    config_index: int
+    config: str
+    dtype: str
+    target: int
+    num_warps: int
+    expects_tensor_cores: bool
+    key: str
+
+    def result(self, **values: Any) -> CompileResult:
+        return CompileResult(self.kernel, self.config, self.dtype, self.target, self.num_warps,
+                             self.expects_tensor_cores, **values)
+
+
+def _trim(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "\n... (truncated)"
+
+
+def compile_job(job: CompileJob) -> CompileResult:
+    """Compile ``job`` ahead of time and read its resources; errors are returned, not raised.
+
+    Needs kernels decorated with the interpreter off (see the module docstring).
+    """
+    import triton
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    log = io.StringIO()
+    start = time.perf_counter()
+    try:
+        if job.kernel not in KERNELS:  # declared by a module no block or ops import reaches
+            importlib.import_module(job.module)
+        spec = KERNELS[job.kernel]
+        config = spec.configs[job.config_index]
+        signature, constexprs = spec.aot_signature(config, job.dtype)
+        source = ASTSource(fn=jit_function(spec.fn), signature=signature, constexprs=constexprs)
+        # Triton prints the `ptxas -v` log (spill counts) to stdout when asked to.
+        with knobs.nvidia.scope(), contextlib.redirect_stdout(log):
+            knobs.nvidia.dump_ptxas_log = True
+            compiled = triton.compile(source, target=GPUTarget("cuda", job.target, 32),
+                                      options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    except Exception as exc:
+        return job.result(compile_seconds=time.perf_counter() - start,
+                          error=_trim(f"{type(exc).__name__}: {exc}"))
+    seconds = time.perf_counter() - start
+    result = job.result(compile_seconds=seconds, shared_bytes=int(compiled.metadata.shared))
+    spills = parse_ptxas_spills(log.getvalue())
+    if spills is None:
+        result.notes.append("no ptxas log: spills unknown")
+    else:
+        result.spill_stores, result.spill_loads = spills
+    _read_cubin(compiled, result)
+    return result
+
+
+def _read_cubin(compiled: Any, result: CompileResult) -> None:
+    """Fill registers, stack, static shared memory and tensor-core opcodes from ``cuobjdump``."""
+    tool = cuobjdump_path()
+    dump = ""
+    if tool is not None:
+        with tempfile.TemporaryDirectory(prefix="sgtriton-aot-") as folder:
+            cubin = Path(folder) / "kernel.cubin"
+            cubin.write_bytes(compiled.asm["cubin"])
+            done = subprocess.run([tool, "--dump-resource-usage", "-sass", str(cubin)],
+                                  capture_output=True, text=True)
+            dump = done.stdout if done.returncode == 0 else ""
+            if done.returncode != 0:
+                result.notes.append(f"cuobjdump failed: {done.stderr.strip()[:200]}")
+    usage = parse_resource_usage(dump).get(compiled.metadata.name)
+    if usage is not None:
+        result.registers = usage.get("REG")
+        result.stack_bytes = usage.get("STACK")
+        result.static_shared_bytes = usage.get("SHARED")
+        result.mma_ops = tensor_core_instructions(dump)
+    else:
+        result.notes.append("no cuobjdump resource usage: tensor cores judged from PTX")
+        result.mma_ops = ptx_tensor_core_instructions(compiled.asm.get("ptx", ""))
+
+
+def _worker_init() -> None:
+    failures = import_all_kernel_modules()
+    if failures:  # visible in the worker's stderr; the parent reports them as results
+        print(f"sgtriton compile gate: modules failed to import: {sorted(failures)}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# The gate: jobs, cache, process pool
+# --------------------------------------------------------------------------------------------
+
+
+def aot_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """``<root>/aot``; ``root`` defaults to the package's cache root (``$SGTRITON_CACHE_DIR``, else
+    ``~/.cache/sgtriton``), the one the tuner uses too."""
+
+    return (Path(root).expanduser() if root is not None else default_cache_root()) / "aot"
+
+
+def _job_key(spec: KernelSpec, source_hash: str, config_index: int, dtype: str, target: int,
+             signature: Any) -> str:
+    import triton
+
+    config = spec.configs[config_index]
+    parts = {
+        "schema": GATE_SCHEMA, "triton": triton.__version__, "kernel": spec.name, "source": source_hash,
+        "config": str(config), "meta": sorted(config.meta.items()), "dtype": dtype, "target": target,
+        "signature": repr(signature), "fp_fusion": os.environ.get("TRITON_DEFAULT_FP_FUSION", ""),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _cache_read(folder: Path, key: str) -> CompileResult | None:
+    try:
+        data = json.loads((folder / f"{key}.json").read_text())
+        result = CompileResult.from_json(data)
+    except (OSError, ValueError, TypeError):
+        return None
+    result.cached = True
+    return result
+
+
+def _cache_write(folder: Path, key: str, result: CompileResult) -> None:
+    with contextlib.suppress(OSError):  # an unwritable cache only costs speed
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as handle:
+            json.dump(result.to_json(), handle)
+        os.replace(handle.name, folder / f"{key}.json")
+
+
+def select_kernels(names: Iterable[str] | None = None) -> list[KernelSpec]:
+    """The declared kernels called ``names`` (:func:`shipped_kernels`, in declaration order, when ``None``)."""
+    if names is None:
+        return [KERNELS[name] for name in shipped_kernels()]
+    names = list(names)
+    unknown = [n for n in names if n not in KERNELS]
+    if unknown:
+        raise ValueError(f"kernel={unknown[0]!r}: not declared; declared kernels: {sorted(KERNELS)}")
+    return [KERNELS[n] for n in names]
+
+
+def plan_jobs(specs: Sequence[KernelSpec], targets: Sequence[int], default_config_only: bool
+              ) -> tuple[list[CompileJob], list[CompileResult]]:
+    """The compiles to run, and results for combinations whose ``aot_signature`` already fails."""
+    jobs: list[CompileJob] = []
+    failed: list[CompileResult] = []
+    for spec in specs:
+        source_hash = kernel_source_hash(spec.fn)
+        configs = spec.configs[:1] if default_config_only else spec.configs
+        for index, config in enumerate(configs):
+            for dtype in spec.dtypes:
+                try:
+                    signature = spec.aot_signature(config, dtype)
+                except Exception as exc:
+                    for target in targets:
+                        failed.append(CompileResult(
+                            spec.name, str(config), dtype, target, config.num_warps, spec.uses_tensor_cores,
+                            error=_trim(f"aot_signature: {type(exc).__name__}: {exc}"), cacheable=False))
+                    continue
+                for target in targets:
+                    key = _job_key(spec, source_hash, index, dtype, target, signature)
+                    jobs.append(CompileJob(spec.name, kernel_module(spec), index, str(config), dtype, target,
+                                           config.num_warps, spec.uses_tensor_cores, key))
+    return jobs, failed
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _compile_in_workers(jobs: list[CompileJob], workers: int,
+                        on_result: Callable[[CompileResult], None]) -> dict[str, CompileResult]:
+    """Run ``jobs`` in ``workers`` fresh processes whose kernels are decorated for the GPU compiler."""
+    import multiprocessing
+
+    results: dict[str, CompileResult] = {}
+    with tempfile.TemporaryDirectory(prefix="sgtriton-aot-triton-cache-") as triton_cache:
+        # Spawned workers take the environment of the moment they start, which is inside submit():
+        # the interpreter off (kernels decorated for the compiler) and Triton's cache in a scratch
+        # folder (ours is the persistent one), only while the pool starts.
+        child_env = {"TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": triton_cache}
+        executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init)
+        with executor:
+            with _environment(child_env):
+                futures: list[tuple[CompileJob, Future[CompileResult]]] = [
+                    (job, executor.submit(compile_job, job)) for job in jobs]
+            for job, future in futures:
+                try:
+                    result = future.result()
+                except BrokenProcessPool as exc:
+                    result = job.result(error=f"worker process died: {exc}", cacheable=False)
+                except Exception as exc:
+                    result = job.result(error=_trim(f"{type(exc).__name__}: {exc}"), cacheable=False)
+                results[job.key] = result
+                on_result(result)
+    return results
+
+
+def run_compile_gate(
+    kernels: Iterable[str] | None = None,
+    targets: Sequence[int] = DEFAULT_TARGETS,
+    default_config_only: bool = False,
+    workers: int | None = None,
+    use_cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_result: Callable[[CompileResult], None] | None = None,
+) -> list[CompileResult]:
+    """Compile every declared kernel x config x dtype x target ahead of time; one result each.
+
+    ``kernels`` limits the run to those names; ``default_config_only`` compiles only each kernel's
+    first (default) config; ``workers`` caps the process pool (at most :data:`MAX_WORKERS`);
+    ``use_cache=False`` recompiles everything (and still refreshes the cache). Modules that fail to
+    import and ``aot_signature`` calls that raise come back as failed results, as do compile errors.
+    Results are in declaration order: kernel, config, dtype, target.
+    """
+    targets = tuple(targets)
+    for target in targets:
+        if _shared_memory_limit(target) is None:
+            raise ValueError(f"targets: {target} is not a known compute capability; expected e.g. 80 or 90")
+    import_failures = import_all_kernel_modules()
+    specs = select_kernels(kernels)
+    jobs, results = plan_jobs(specs, targets, default_config_only)
+    for module, error in import_failures.items():
+        results.append(CompileResult(module, "-", "-", 0, error=f"import: {error}", cacheable=False))
+    report = on_result or (lambda result: None)
+    for result in results:
+        report(result)
+
+    folder = aot_cache_dir(cache_dir)
+    done: dict[str, CompileResult] = {}
+    missing: list[CompileJob] = []
+    for job in jobs:
+        hit = _cache_read(folder, job.key) if use_cache else None
+        if hit is None:
+            missing.append(job)
+        else:
+            done[job.key] = hit
+            report(hit)
+    if missing:
+        count = max(1, min(workers or MAX_WORKERS, MAX_WORKERS, os.cpu_count() or 1, len(missing)))
+        compiled = _compile_in_workers(missing, count, report)
+        for key, result in compiled.items():
+            if result.cacheable:
+                _cache_write(folder, key, result)
+        done.update(compiled)
+    return results + [done[job.key] for job in jobs]
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+REPORT_COLUMNS = ("kernel", "config", "dtype", "target", "regs", "spills", "smem", "tensor cores", "time",
+                  "status")
+
+
+def _row(result: CompileResult) -> tuple[str, ...]:
+    def number(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    failed = result.error is not None
+    smem = number(result.shared_bytes)
+    if result.static_shared_bytes:
+        smem += f"+{result.static_shared_bytes}"
+    target = f"sm_{result.target}" if result.target else "-"
+    return (
+        result.kernel, result.config, result.dtype, target,
+        "-" if failed else number(result.registers),
+        "-" if failed else f"{result.spills}" if result.spill_stores is not None else "?",
+        "-" if failed else smem,
+        "-" if failed else ",".join(result.mma_ops) or "no",
+        "cache" if result.cached else f"{result.compile_seconds:.2f}s",
+        "ok" if result.ok else "FAIL: " + "; ".join(result.problems()),
+    )
+
+
+def format_report(results: Sequence[CompileResult]) -> str:
+    """The gate's results as an aligned table (``smem`` is dynamic, ``+static`` when present)."""
+    rows = [REPORT_COLUMNS] + [_row(r) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(REPORT_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def summarize(results: Sequence[CompileResult], wall_seconds: float | None = None) -> str:
+    """One line: compiles, passes, failures by kind, cache hits and time."""
+    failed = [r for r in results if not r.ok]
+    kinds: dict[str, int] = {}
+    for result in failed:
+        for problem in result.problems():
+            kind = problem.split(" ")[0] if not problem.startswith("no tensor") else "no tensor cores"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    kernels = len({r.kernel for r in results})
+    line = (f"{len(results)} compiles of {kernels} kernel{'s' * (kernels != 1)}: "
+            f"{len(results) - len(failed)} ok, {len(failed)} failed")
+    if kinds:
+        line += " (" + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) + ")"
+    hits = sum(r.cached for r in results)
+    compile_s = sum(r.compile_seconds for r in results if not r.cached)
+    line += f"; {hits} from cache; {compile_s:.1f}s compiling"
+    if wall_seconds is not None:
+        line += f", {wall_seconds:.1f}s wall"
+    return line
+
+
+def format_errors(results: Sequence[CompileResult], max_lines: int = 12) -> str:
+    """The first lines of each compile error, headed by the combination that raised it."""
+    blocks = []
+    for r in results:
+        if r.error is None:
+            continue
+        lines = r.error.strip().splitlines()
+        shown = "\n    ".join(lines[:max_lines]) + ("\n    ..." if len(lines) > max_lines else "")
+        target = f" sm_{r.target}" if r.target else ""
+        blocks.append(f"{r.kernel} [{r.config}] {r.dtype}{target}:\n    {shown}")
+    return "\n".join(blocks)
+
+
+def _parse_targets(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    targets = []
+    for part in value.split(","):
+        text = part.strip().lower().removeprefix("sm_").removesuffix("a")
+        if not text.isdigit():
+            raise click.BadParameter(f"{part!r}: expected compute capabilities like '80,90'")
+        targets.append(int(text))
+    return tuple(targets)
+
+
+def _format_listing(specs: Sequence[KernelSpec]) -> str:
+    rows = [("kernel", "configs", "dtypes", "tensor cores", "module", "description")]
+    for spec in specs:
+        rows.append((spec.name, str(len(spec.configs)), ",".join(spec.dtypes),
+                     "yes" if spec.uses_tensor_cores else "no", kernel_module(spec), spec.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+@click.command("kernels")
+@click.option("--report", is_flag=True,
+              help="Compile every kernel x config x dtype x target ahead of time and print its resources.")
+@click.option("--target", "targets", default=",".join(map(str, DEFAULT_TARGETS)), show_default=True,
+              callback=_parse_targets, help="Compute capabilities to compile for, comma-separated.")
+@click.option("--kernel", "kernels", multiple=True, help="Only this kernel (repeatable).")
+@click.option("--default-config", "default_config_only", is_flag=True,
+              help="Only each kernel's default (first) config.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every result (with full errors) to this JSON file.")
+@click.option("--jobs", type=click.IntRange(1, MAX_WORKERS), default=MAX_WORKERS, show_default=True,
+              help="Worker processes.")
+@click.option("--no-cache", is_flag=True, help="Recompile everything (cache: $SGTRITON_CACHE_DIR/aot).")
+def kernels_command(report: bool, targets: tuple[int, ...], kernels: tuple[str, ...], default_config_only: bool,
+                    json_path: Path | None, jobs: int, no_cache: bool) -> None:
+    """List the declared Triton kernels; with --report, compile them for sm_80/sm_90 without a GPU.
+
+    The report shows registers, spills, shared memory (dynamic+static bytes), tensor-core opcodes
+    and a status per compile; the command exits with status 1 if any compile fails the gate.
+    """
+    failures = import_all_kernel_modules()
+    try:
+        specs = select_kernels(kernels or None)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not report:
+        click.echo(_format_listing(specs))
+        for module, error in failures.items():
+            click.echo(f"import failed: {module}: {error}", err=True)
+        return
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    with tqdm(desc="compiling", unit="compile", leave=False, disable=None) as bar:
+        try:
+            results = run_compile_gate(kernels or None, targets, default_config_only, jobs, not no_cache,
+                                       on_result=lambda result: bar.update())
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    wall = time.perf_counter() - start
+    click.echo(format_report(results))
+    errors = format_errors(results)
+    if errors:
+        click.echo("\nerrors:\n" + errors)
+    click.echo(summarize(results, wall))
+    if json_path is not None:
+        json_path.write_text(json.dumps([r.to_json() for r in results], indent=1))
+    if not all(r.ok for r in results):
+        raise click.exceptions.Exit(1)
+
+
+__all__ = [
+    "CompileResult",
+    "format_report",
+    "import_all_kernel_modules",
+    "kernel_source_hash",
+    "kernels_command",
+    "parse_ptxas_spills",
+    "parse_resource_usage",
+    "run_compile_gate",
+    "shipped_kernels",
+    "summarize",
+    "tensor_core_instructions",
+]
