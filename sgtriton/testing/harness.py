@@ -104,9 +104,11 @@ def build_layer(case: LayerCase) -> torch.nn.Module:
     module = block.make_torgb(case.node) if case.node.kind == "torgb" else block.make_layer(case.node)
     gen = torch.Generator().manual_seed(case.seed)
     with torch.no_grad():
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            if name.endswith("resample_filter") or name.endswith("blur_filter") or tensor is None:
-                continue  # fixed FIR taps, part of the layer's definition
+        # Everything a checkpoint would hold (state-dict entries) except FIR taps, which are part of
+        # the layer's definition; non-persistent buffers are fixed constants too.
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            if name.endswith("_filter"):
+                continue
             tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.5 + (1.0 if name.endswith(".bias")
                                                                            and "affine" in name else 0.0))
     return module.eval()
