@@ -20,6 +20,8 @@ import hashlib
 import inspect
 import os
 import types
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,3 +216,55 @@ def kernel_source_hash(fn: Any) -> str:
 
     visit(fn)
     return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Operands derived from weights (phase weights, Gram matrices): computed once per weight version
+# ----------------------------------------------------------------------------------------------
+
+
+def _version_key(t: Any) -> tuple | None:
+    if t is None:
+        return ()
+    try:
+        return (id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
+    except RuntimeError:  # inference tensors have no version counter: never cache them
+        return None
+
+
+class WeightDerivedCache:
+    """An LRU of operands derived from parameter tensors, valid while those tensors are unchanged.
+
+    A key is each source tensor's identity, storage, version counter, shape, dtype and device, so a
+    new tensor, new storage or an in-place edit recomputes. Entries hold weak references to their
+    sources, checked on every hit: a reused ``id`` never returns another tensor's operands, and
+    cached operands never keep a model's weights alive. Parameters are read far more than written.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[tuple, Any]] = OrderedDict()
+
+    def get(self, sources: tuple[Any, ...], extra: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s result for these ``sources`` (tensors or ``None``) and ``extra`` key."""
+        keys = [_version_key(t) for t in sources]
+        if any(k is None for k in keys):
+            return compute()
+        key = (*keys, extra)
+        hit = self._entries.get(key)
+        if hit is not None and all((r is None and t is None) or (r is not None and r() is t)
+                                   for r, t in zip(hit[0], sources, strict=True)):
+            self._entries.move_to_end(key)
+            return hit[1]
+        value = compute()
+        self._entries[key] = (tuple(None if t is None else weakref.ref(t) for t in sources), value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -68,8 +68,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import weakref
-from collections import OrderedDict
 
 import torch
 import triton
@@ -79,6 +77,7 @@ from sgtriton.ops._runtime import (
     AotSignature,
     KernelConfig,
     KernelSpec,
+    WeightDerivedCache,
     declare_kernel,
     interpreter_active,
     jit_function,
@@ -520,19 +519,8 @@ def check_kernel_device(x: torch.Tensor) -> None:
         raise ValueError(f"x: Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1), got device {x.device}")
 
 
-#: Phase weights per (weight, filter) version. Entries hold weak references, checked on every hit,
-#: so a reused ``id`` never returns another tensor's phase weights and weights are not kept alive.
-_PHASE_CACHE: OrderedDict[tuple, tuple[weakref.ref, weakref.ref | None, torch.Tensor]] = OrderedDict()
-PHASE_CACHE_SIZE = 64
-
-
-def _version_key(t: torch.Tensor | None) -> tuple | None:
-    if t is None:
-        return ()
-    try:
-        return (id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
-    except RuntimeError:  # inference tensors have no version counter: do not cache
-        return None
+#: Phase weights per (weight, filter) version.
+_PHASE_CACHE = WeightDerivedCache(size=64)
 
 
 def _phase_gemm_layout(phase: torch.Tensor) -> torch.Tensor:
@@ -547,21 +535,8 @@ def cached_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor | N
     recomputed only when ``weight`` or ``resample_filter`` change (new tensor, new storage or an
     in-place edit, seen through the version counter).
     """
-    wkey, fkey = _version_key(weight), _version_key(resample_filter)
-    if wkey is None or fkey is None:
-        return _phase_gemm_layout(upsample_phase_weights(weight, resample_filter))
-    key = (wkey, fkey)
-    hit = _PHASE_CACHE.get(key)
-    if hit is not None and hit[0]() is weight and (hit[1] is None or hit[1]() is resample_filter):
-        _PHASE_CACHE.move_to_end(key)
-        return hit[2]
-    phase = _phase_gemm_layout(upsample_phase_weights(weight, resample_filter))
-    _PHASE_CACHE[key] = (weakref.ref(weight), None if resample_filter is None else weakref.ref(resample_filter),
-                         phase)
-    _PHASE_CACHE.move_to_end(key)
-    while len(_PHASE_CACHE) > PHASE_CACHE_SIZE:
-        _PHASE_CACHE.popitem(last=False)
-    return phase
+    return _PHASE_CACHE.get((weight, resample_filter), "phase",
+                            lambda: _phase_gemm_layout(upsample_phase_weights(weight, resample_filter)))
 
 
 def broadcast_noise(noise: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:

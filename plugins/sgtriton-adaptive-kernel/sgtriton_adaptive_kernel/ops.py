@@ -11,13 +11,12 @@ to ``torch.compile``; its fake kernel gives the output shape).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import triton
 from sgtriton.blocks.base import IMPLEMENTATIONS
-from sgtriton.ops._runtime import KernelConfig, launch_config, triton_dtype
+from sgtriton.ops._runtime import KernelConfig, WeightDerivedCache, launch_config, triton_dtype
 from sgtriton.ops._triton_utils import check_kernel_input, check_same_device
 from sgtriton.ops.modconv import broadcast_noise, check_kernel_device, upsample_phase_weights
 from sgtriton.ops.upfirdn2d import setup_filter
@@ -61,36 +60,15 @@ def bank_operands(bank: torch.Tensor, up: int, resample_filter: torch.Tensor | N
     return BankOperands(gemm, bank_gram(bank.detach()).to(torch.float32).contiguous(), wmax)
 
 
-#: Operands per (bank, filter, up) version; holds references so that the keys' ids stay unique.
-_OPERAND_CACHE: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor | None, BankOperands]] = OrderedDict()
-OPERAND_CACHE_SIZE = 64
-
-
-def _version_key(t: torch.Tensor | None) -> tuple | None:
-    if t is None:
-        return ()
-    try:
-        return (id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
-    except RuntimeError:  # inference tensors carry no version counter: never cache them
-        return None
+#: Operands per (bank, filter, up) version (sgtriton's weight-derived cache: weak references, LRU).
+_OPERAND_CACHE = WeightDerivedCache(size=64)
 
 
 def cached_bank_operands(bank: torch.Tensor, up: int, resample_filter: torch.Tensor | None) -> BankOperands:
     """:func:`bank_operands`, recomputed only when the bank or filter changes (new tensor, new storage or
     an in-place edit, seen through the version counter) -- parameters are read far more than written."""
-    bkey, fkey = _version_key(bank), _version_key(resample_filter if up > 1 else None)
-    if bkey is None or fkey is None:
-        return bank_operands(bank, up, resample_filter)
-    key = (bkey, fkey, up)
-    hit = _OPERAND_CACHE.get(key)
-    if hit is not None:
-        _OPERAND_CACHE.move_to_end(key)
-        return hit[2]
-    operands = bank_operands(bank, up, resample_filter)
-    _OPERAND_CACHE[key] = (bank, resample_filter, operands)
-    while len(_OPERAND_CACHE) > OPERAND_CACHE_SIZE:
-        _OPERAND_CACHE.popitem(last=False)
-    return operands
+    return _OPERAND_CACHE.get((bank, resample_filter if up > 1 else None), up,
+                              lambda: bank_operands(bank, up, resample_filter))
 
 
 # ----------------------------------------------------------------------------------------------
