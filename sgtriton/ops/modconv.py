@@ -147,18 +147,18 @@ def modulated_conv2d_ref(
     if x.dtype == torch.float16 and demodulate:
         weight, styles = fp16_prenormalize(weight, styles)
 
-    dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
+    # The specification's own form: per-sample weights (the kernels use the Q form instead).
+    w = weight[None] * styles[:, None, :, None, None] if (demodulate or fused_modconv) else None
+    dcoefs = (w.square().sum(dim=[2, 3, 4]) + DEMOD_EPS).rsqrt() if demodulate else None
 
     if not fused_modconv:
         x = x * styles.to(x.dtype)[:, :, None, None]
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up, padding=padding, flip_weight=flip_weight)
         if dcoefs is not None:
             x = x * dcoefs.to(x.dtype)[:, :, None, None]
-        if noise is not None:
-            x = x + noise.to(x.dtype)
-        return x
+        # In place: x is this function's own fresh tensor (and no backward needs its old value).
+        return x if noise is None else x.add_(noise.to(x.dtype))
 
-    w = weight[None] * styles[:, None, :, None, None]
     if dcoefs is not None:
         w = w * dcoefs[:, :, None, None, None]
     x = x.reshape(1, batch * in_channels, *x.shape[2:])
@@ -167,9 +167,7 @@ def modulated_conv2d_ref(
         x, w.to(x.dtype), resample_filter, up=up, padding=padding, groups=batch, flip_weight=flip_weight
     )
     x = x.reshape(batch, out_channels, *x.shape[2:])
-    if noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
+    return x if noise is None else x.add_(noise.to(x.dtype))
 
 
 def modulated_conv2d_layer_ref(
