@@ -41,7 +41,7 @@ SQRT2 = math.sqrt(2)
 FIR = (1, 3, 3, 1)
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 SUITES = ("quick", "full")
-#: The README's example and issue 2's acceptance case: `sgtriton generate` at 256^2, one image a call.
+#: The README's example and its speed target: `sgtriton generate` at 256^2, one image a call.
 README_CASE = ("stylegan2-f", 256, 1)
 
 
