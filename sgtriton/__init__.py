@@ -1,5 +1,7 @@
 """sgtriton: StyleGAN generators compiled onto Triton kernels, proven against PyTorch references."""
 
+from importlib import metadata as _metadata
+
 from sgtriton.ops._runtime import configure_interpreter
 
 # Must run before any kernel module is imported: Triton picks interpreter vs GPU at decoration.
@@ -10,7 +12,7 @@ from sgtriton.config import PRESETS, GeneratorConfig, MappingConfig, SynthesisCo
 from sgtriton.generator import Generator, build_generator
 from sgtriton.registry import available_blocks, register_block
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("sgtriton")
 
 __all__ = [
     "PRESETS",

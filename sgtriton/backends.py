@@ -26,6 +26,11 @@ def op_impl(impl: str) -> str:
     return OP_IMPL[impl]
 
 
+def default_device() -> str:
+    """``'cuda'`` when a CUDA device is present, else ``'cpu'`` (the CLI's default ``--device``)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def default_backend() -> str:
     """``$SGTRITON_BACKEND`` or ``'auto'``; an invalid value raises naming the variable."""
     value = os.environ.get(BACKEND_ENV, "auto")

@@ -1,5 +1,5 @@
 """The ``sgtriton`` command line: ``generate``, ``plan``, ``blocks`` (and the commands of the
-checkpoint, kernel, tuning and benchmark modules). ``generate`` mirrors NVlabs ``generate.py``:
+checkpoint, kernel and tuning modules). ``generate`` mirrors NVlabs ``generate.py``:
 ``--network --seeds --trunc --class --noise-mode --outdir --projected-w``."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sgtriton.backends import BACKENDS
+from sgtriton.backends import BACKENDS, default_device
 from sgtriton.blocks.base import NOISE_MODES
 from sgtriton.config import PRESETS
 from sgtriton.images import make_grid, parse_range, save_image, seed_to_z, to_uint8
@@ -41,10 +41,6 @@ def _parse_block_kwargs(text: str | None) -> dict:
     return value
 
 
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _open_generator(network: str | None, preset: str | None, resolution: int | None, block: str | None,
                     block_kwargs: str | None, init_seed: int, backend: str | None, device: str):
     from sgtriton.generator import build_generator
@@ -60,8 +56,7 @@ def _open_generator(network: str | None, preset: str | None, resolution: int | N
     kwargs = {"img_resolution": resolution or 1024}
     if block is not None:
         kwargs["block"] = block
-        kwargs["block_kwargs"] = _parse_block_kwargs(block_kwargs)
-    elif block_kwargs:
+    if block_kwargs:
         kwargs["block_kwargs"] = _parse_block_kwargs(block_kwargs)
     try:
         return build_generator(preset, backend=backend, seed=init_seed, device=device, **kwargs)
@@ -95,7 +90,7 @@ def _network_options(fn):
 @click.option("--trunc", "truncation_psi", type=float, default=None,
               help="Truncation psi [default: the generator's own: 1, or 0.7 for StyleGAN1].")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None,
-              help="Truncate only the first N ws [default: all; 8 for StyleGAN1].")
+              help="Truncate only the first N ws [default: the network's own: all, or 8 for StyleGAN1].")
 @click.option("--class", "class_idx", type=int, default=None, help="Class label (conditional networks).")
 @click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
 @click.option("--projected-w", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -106,7 +101,7 @@ def _network_options(fn):
 def generate(network, preset, resolution, block, block_kwargs, init_seed, backend, device, seeds,
              truncation_psi, truncation_cutoff, class_idx, noise_mode, projected_w, batch_size, grid, outdir):
     """Generate images (seedNNNN.png and grid.png) with NVlabs generate.py conventions."""
-    device = device or _default_device()
+    device = device or default_device()
     G = _open_generator(network, preset, resolution, block, block_kwargs, init_seed, backend, device)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -138,9 +133,7 @@ def generate(network, preset, resolution, block, block_kwargs, init_seed, backen
     elif class_idx is not None:
         click.echo("warning: --class is ignored for an unconditional network", err=True)
     psi = G.config.truncation_psi if truncation_psi is None else truncation_psi
-    cutoff = truncation_cutoff
-    if truncation_psi is None and truncation_cutoff is None:
-        cutoff = G.config.truncation_cutoff
+    cutoff = G.config.truncation_cutoff if truncation_cutoff is None else truncation_cutoff
 
     images = []
     with tqdm(total=len(seed_list), desc="generating", unit="img") as progress:
@@ -171,8 +164,10 @@ def plan(preset, network, resolution, block, block_kwargs, backend, device):
     """Print the generator graph: nodes, shapes, parameters, FLOPs and kernels."""
     from sgtriton.graph.plan import format_plan, meta_generator, plan_rows
 
-    device = device or _default_device()
+    device = device or default_device()
     if network is not None:
+        if preset is not None or block is not None or resolution is not None or block_kwargs is not None:
+            _fail("--network: a checkpoint fixes the architecture; drop PRESET/--block/--block-kwargs/--resolution")
         G = _open_generator(network, None, None, None, None, 0, backend, "cpu")
     else:
         if preset is None:

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
+
 ARCHITECTURES = ("orig", "skip", "resnet")
 MAPPING_FLAVOURS = ("stylegan2", "stylegan1")
 
@@ -64,7 +66,7 @@ class SynthesisConfig:
     conv_clamp: float | None = None
     architecture: str = "skip"
     use_noise: bool = True
-    resample_filter: tuple[int, ...] = (1, 3, 3, 1)
+    resample_filter: tuple[int, ...] = STYLEGAN_FILTER
 
     def __post_init__(self) -> None:
         _check_positive_int("synthesis_kwargs.channel_base", self.channel_base)

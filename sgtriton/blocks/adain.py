@@ -123,7 +123,7 @@ class PlainToRGB(nn.Module):
     With ``skip`` (the skip architecture) returns ``upsample2d(skip) + y``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, resample_filter: tuple[int, ...] = (1, 3, 3, 1)) -> None:
+    def __init__(self, in_channels: int, out_channels: int, resample_filter: tuple[int, ...] = SKIP_FILTER) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))

@@ -38,7 +38,6 @@ class ModulatedLayer(nn.Module):
         self.up = node.up
         self.use_noise = node.use_noise
         self.conv_clamp = node.conv_clamp
-        self.padding = node.kernel_size // 2
         self.act_gain = math.sqrt(2)
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.affine = FullyConnectedLayer(node.w_dim, node.in_channels, bias_init=1)

@@ -16,6 +16,8 @@ import PIL.Image
 import torch
 from tqdm import tqdm
 
+from sgtriton.backends import default_device
+from sgtriton.blocks.base import NOISE_MODES
 from sgtriton.checkpoints import FORMATS, CheckpointError, convert, load
 from sgtriton.checkpoints.assemble import describe
 from sgtriton.images import image_mode, parse_range, seed_to_z, to_pil, to_uint8
@@ -54,14 +56,14 @@ def convert_command(source: str, destination: str, fmt: str | None) -> None:
 @click.option("--trunc", "truncation_psi", type=float, default=None,
               help="Truncation psi [default: the network's, 1 for StyleGAN2, 0.7 for StyleGAN1].")
 @click.option("--class", "class_idx", type=int, default=None, help="Class label (conditional networks).")
-@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
 @click.option("--outdir", required=True, type=click.Path(file_okay=False))
 @click.option("--device", default=None, help="torch device [default: cuda when available, else cpu].")
 def mix_command(network: str, row_seeds: list[int], col_seeds: list[int], col_styles: list[int],
                 truncation_psi: float | None, class_idx: int | None, noise_mode: str, outdir: str,
                 device: str | None) -> None:
     """Render a style-mixing grid (NVlabs style_mixing.py)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     try:
         G = load(network, device=device)
     except CheckpointError as exc:

@@ -37,6 +37,7 @@ from sgtriton.checkpoints.errors import CheckpointError
 from sgtriton.checkpoints.safe_pickle import PersistentRecord
 from sgtriton.config import GeneratorConfig
 from sgtriton.generator import Generator
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
 
 #: Class defaults of the two NVlabs flavours, used only where a pickle stores no value.
 FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -177,7 +178,7 @@ def recover_config(record: PersistentRecord, tensors: Mapping[str, torch.Tensor]
                                                hint(syn_kwargs, "channel_max"), source)
     num_fp16_res = fp16_layout({r: bool(b.attr("use_fp16", False)) for r, b in blocks.items()},
                                hint(syn_kwargs, "num_fp16_res"), resolution, source)
-    resample_filter = tuple(syn_kwargs.get("resample_filter", (1, 3, 3, 1)))
+    resample_filter = tuple(syn_kwargs.get("resample_filter", STYLEGAN_FILTER))
 
     fcs = sorted((int(name[2:]), child) for name, child in mapping.modules.items()
                  if name.startswith("fc") and name[2:].isdigit() and isinstance(child, PersistentRecord))

@@ -36,10 +36,10 @@ from sgtriton.checkpoints.assemble import build_loaded_generator, channel_layout
 from sgtriton.checkpoints.errors import CheckpointError
 from sgtriton.checkpoints.safe_pickle import NamespaceRecord
 from sgtriton.generator import Generator
-from sgtriton.ops.upfirdn2d import setup_filter
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter
 
 #: rosinality's blur / upsample kernels: ``make_kernel([1, 3, 3, 1]) * factor**2``.
-BLUR_KERNEL = setup_filter([1, 3, 3, 1]) * 4
+BLUR_KERNEL = setup_filter(STYLEGAN_FILTER) * 4
 W_AVG_SAMPLES = 4096
 W_AVG_SEED = 0
 LR_MLP = 0.01

@@ -36,6 +36,7 @@ from sgtriton.checkpoints.errors import CheckpointError
 from sgtriton.checkpoints.safe_pickle import TFNetworkRecord
 from sgtriton.config import GeneratorConfig
 from sgtriton.generator import Generator
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
 
 #: Static kwargs that only choose run-time behaviour (or are checked against shapes).
 _IGNORED_KWARGS = {
@@ -275,7 +276,7 @@ def _stylegan2(variables: _Variables, kwargs: dict[str, Any], source: str):
         synthesis_kwargs={
             "channel_base": channel_base, "channel_max": channel_max, "architecture": architecture,
             "num_fp16_res": int(kwargs.get("num_fp16_res", 0) or 0), "conv_clamp": kwargs.get("conv_clamp"),
-            "use_noise": use_noise, "resample_filter": tuple(kwargs.get("resample_kernel") or (1, 3, 3, 1)),
+            "use_noise": use_noise, "resample_filter": tuple(kwargs.get("resample_kernel") or STYLEGAN_FILTER),
         },
     )
 

@@ -252,9 +252,9 @@ class DevicePeak:
 #: Matched by substring of the device name, first match wins (so H200 before H100).
 DEVICE_PEAKS: tuple[DevicePeak, ...] = (
     DevicePeak("H200", {"fp16": 800e12, "bf16": 800e12, "tf32": 400e12, "fp32": 60e12}, 4.8e12,
-               "H100 compute as measured here; 4.8 TB/s HBM3e datasheet bandwidth"),
+               "~800 TFLOP/s fp16/bf16 dense (as H100); 4.8 TB/s HBM3e datasheet bandwidth"),
     DevicePeak("H100", {"fp16": 800e12, "bf16": 800e12, "tf32": 400e12, "fp32": 60e12}, 3.0e12,
-               "measured here: ~800 TFLOP/s fp16/bf16 dense, ~3 TB/s copy (DESIGN.md); tf32 = half"),
+               "~800 TFLOP/s fp16/bf16 dense, ~3 TB/s achievable copy bandwidth (SXM); tf32 = half"),
     DevicePeak("A100", {"fp16": 312e12, "bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}, 2.0e12,
                "datasheet (SXM), dense"),
 )

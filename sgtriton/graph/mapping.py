@@ -40,7 +40,7 @@ class LabelProjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn([embed_features, c_dim]))
 
-    def forward(self, c: torch.Tensor, impl: str = "reference") -> torch.Tensor:
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
         return c @ self.weight.to(c.dtype).t()
 
 

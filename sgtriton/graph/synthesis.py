@@ -20,12 +20,12 @@ import math
 import torch
 from torch import nn
 
-from sgtriton.backends import op_impl, resolve_impl
+from sgtriton.backends import resolve_impl
 from sgtriton.blocks.base import NOISE_MODES, BlockType
 from sgtriton.blocks.layers import SkipConv
 from sgtriton.graph.builder import Graph
 from sgtriton.graph.nodes import LayerNode
-from sgtriton.ops.upfirdn2d import setup_filter, upsample2d
+from sgtriton.ops.upfirdn2d import setup_filter
 
 
 class SynthesisBlock(nn.Module):
@@ -49,6 +49,7 @@ class SynthesisBlock(nn.Module):
         if "const" in nodes:
             init = torch.ones if block_type.const_init == "ones" else torch.randn
             self.const = nn.Parameter(init([self.out_channels, 4, 4]))
+        # NVlabs' per-block FIR buffer (kept for state-dict names; ToRGB applies the skip filter).
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         for attr in ("input", "conv0", "conv1"):
             if attr in nodes:
@@ -87,11 +88,11 @@ class SynthesisBlock(nn.Module):
                 x = self.conv0(x, w_of("conv0"), **layer_kwargs)
             x = self.conv1(x, w_of("conv1"), **layer_kwargs)
 
-        if hasattr(self, "torgb"):  # ToRGB adds the upsampled skip image itself (kernels fuse the two)
+        # Every block that receives an image has a ToRGB ('skip'; 'orig'/'resnet' start the image in the
+        # last block), and ToRGB adds the upsampled skip image itself, so kernels can fuse the two.
+        if hasattr(self, "torgb"):
             w = w_of("torgb") if self.nodes["torgb"].w_index is not None else None
             img = self.torgb(x, w, fused_modconv=fused_modconv, impl=impl, skip=img)
-        elif img is not None:
-            img = upsample2d(img, self.resample_filter, impl=op_impl(impl))
         return x, img
 
     def extra_repr(self) -> str:

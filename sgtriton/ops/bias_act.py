@@ -180,7 +180,8 @@ def _bias_act_launch(
         channels = x.shape[dim]
         inner = math.prod(x.shape[dim + 1:])
         rows = x.numel() // inner
-    config = launch_config(BIAS_ACT_KERNEL, (triton_dtype(x.dtype), b is not None, min(inner, 1 << 20)))
+    config = launch_config(BIAS_ACT_KERNEL, (("dtype", triton_dtype(x.dtype)), ("bias", b is not None),
+                                             ("inner", min(inner, 1 << 20))))
     block = config.meta["BLOCK"]
     block_i = min(triton.next_power_of_2(inner), block)
     block_r = block // block_i

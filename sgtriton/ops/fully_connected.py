@@ -430,7 +430,7 @@ def _pixel_norm_launch(x: torch.Tensor, eps: float) -> torch.Tensor:
     y = torch.empty([rows, features], dtype=x.dtype, device=x.device)
     if y.numel() == 0:
         return y
-    config = launch_config(PIXEL_NORM_KERNEL, (triton_dtype(x.dtype), features))
+    config = launch_config(PIXEL_NORM_KERNEL, (("dtype", triton_dtype(x.dtype)), ("features", features)))
     block_f = min(config.meta["BLOCK_F"], triton.next_power_of_2(features))
     grid = (triton.cdiv(rows, config.meta["BLOCK_M"]),)
     _pixel_norm_kernel[grid](x, y, rows, features, x.stride(0), float(eps),
@@ -450,7 +450,8 @@ def _fully_connected_launch(
     if y.numel() == 0:
         return y
     weight = as_fp32_param(weight)
-    config = launch_config(FULLY_CONNECTED_KERNEL, (triton_dtype(x.dtype), batch, in_features, out_features))
+    config = launch_config(FULLY_CONNECTED_KERNEL, (("dtype", triton_dtype(x.dtype)), ("batch", batch),
+                                                   ("cin", in_features), ("cout", out_features)))
     meta = config.meta
     grid = (triton.cdiv(batch, meta["BLOCK_M"]), triton.cdiv(out_features, meta["BLOCK_N"]))
     _fully_connected_kernel[grid](
@@ -493,7 +494,8 @@ def _mapping_chain_launch(
     w_first = as_fp32_param(weights[0])
     w_rest = torch.stack([w.to(torch.float32) for w in weights[1:]]) if len(weights) > 1 else w_first
     b_all = torch.stack([b.to(torch.float32) for b in biases]) if biases else w_first
-    config = launch_config(MAPPING_CHAIN_KERNEL, (triton_dtype(x.dtype), batch, in_features, features))
+    config = launch_config(MAPPING_CHAIN_KERNEL, (("dtype", triton_dtype(x.dtype)), ("batch", batch),
+                                                 ("cin", in_features), ("features", features)))
     grid = (triton.cdiv(batch, config.meta["BLOCK_M"]),)
     _mapping_chain_kernel[grid](
         x, w_first, w_rest, b_all, scratch, y,
@@ -511,7 +513,7 @@ def _truncate_launch(w: torch.Tensor, w_avg: torch.Tensor, num_ws: int, psi: flo
     y = torch.empty([batch, num_ws, features], dtype=w.dtype, device=w.device)
     if y.numel() == 0:
         return y
-    config = launch_config(TRUNCATE_KERNEL, (triton_dtype(w.dtype), features))
+    config = launch_config(TRUNCATE_KERNEL, (("dtype", triton_dtype(w.dtype)), ("features", features)))
     block_d = min(config.meta["BLOCK_D"], triton.next_power_of_2(features))
     grid = (batch, triton.cdiv(features, block_d))
     _truncate_kernel[grid](w, as_fp32_param(w_avg), y, features, num_ws, cutoff, w.stride(0), psi,

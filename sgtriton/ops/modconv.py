@@ -87,7 +87,7 @@ from sgtriton.ops._runtime import (
 from sgtriton.ops._triton_utils import check_kernel_input, check_same_device
 from sgtriton.ops.bias_act import bias_act_ref, resolve_activation
 from sgtriton.ops.conv2d_resample import conv2d_resample
-from sgtriton.ops.upfirdn2d import setup_filter
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter
 
 DEMOD_EPS = 1e-8
 
@@ -195,7 +195,7 @@ def modulated_conv2d_layer_ref(
     if noise is not None and noise_strength is not None:
         noise = noise * noise_strength
     if up > 1 and resample_filter is None:
-        resample_filter = setup_filter([1, 3, 3, 1]).to(x.device)
+        resample_filter = setup_filter(STYLEGAN_FILTER).to(x.device)
     y = modulated_conv2d_ref(
         x, weight, styles, noise, up=up, padding=weight.shape[2] // 2, resample_filter=resample_filter,
         demodulate=demodulate, flip_weight=(up == 1), fused_modconv=fused_modconv,
@@ -219,7 +219,7 @@ def upsample_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor |
     """
     if weight.ndim != 4 or weight.shape[2:] != (3, 3):
         raise ValueError(f"weight: up=2 needs a [O, I, 3, 3] weight, got shape {list(weight.shape)}")
-    f = setup_filter([1, 3, 3, 1]) if resample_filter is None else resample_filter
+    f = setup_filter(STYLEGAN_FILTER) if resample_filter is None else resample_filter
     if f.shape != (4, 4):
         raise ValueError(f"resample_filter: up=2 needs a 2-D 4x4 filter, got shape {list(f.shape)}")
     r, a, j, k = torch.meshgrid(*(torch.arange(n) for n in (2, 3, 4, 3)), indexing="ij")
@@ -599,7 +599,8 @@ def launch_modconv(
             raise ValueError(f"img: expected shape {expected} (half of x's even size, up=1), "
                              f"got {list(skip.shape)} for x {list(x.shape)}, up={up}")
 
-    config = config or launch_config(spec, (dtype, batch, in_channels, out_channels, height, width, kh, up))
+    config = config or launch_config(spec, (("dtype", dtype), ("batch", batch), ("spatial", height * width),
+                                          ("cin", in_channels), ("cout", out_channels), ("k", kh), ("up", up)))
     block_m, block_n = config.meta["BLOCK_M"], config.meta["BLOCK_N"]
     grid = (triton.cdiv(height * width, block_m) * triton.cdiv(out_channels, block_n), up * up, batch)
     _modconv_kernel[grid](

@@ -255,7 +255,7 @@ RMS_NORMALIZE_KERNEL = declare_kernel(
 
 def _plane_block(spec: KernelSpec, x: torch.Tensor, hw: int) -> tuple[int, KernelConfig]:
     """The config for planes of ``hw`` positions, with its block cut down to a small plane's size."""
-    config = launch_config(spec, (triton_dtype(x.dtype), min(hw, 1 << 20)))
+    config = launch_config(spec, (("dtype", triton_dtype(x.dtype)), ("spatial", min(hw, 1 << 20))))
     return min(config.meta["BLOCK"], triton.next_power_of_2(hw)), config
 
 

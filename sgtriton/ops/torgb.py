@@ -34,10 +34,10 @@ from sgtriton.ops.modconv import (
     launch_modconv,
     modulated_conv2d_ref,
 )
-from sgtriton.ops.upfirdn2d import setup_filter, upsample2d
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter, upsample2d
 
 #: StyleGAN's skip-image filter; the kernel's epilogue hard-codes its taps (1/4, 3/4 per axis).
-SKIP_FILTER = (1, 3, 3, 1)
+SKIP_FILTER = STYLEGAN_FILTER
 
 
 def image_dtype(x_dtype: torch.dtype) -> torch.dtype:

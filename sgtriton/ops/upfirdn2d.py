@@ -34,6 +34,9 @@ from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
 
 PadSpec = int | Sequence[int]
 
+#: StyleGAN's resampling filter (NVlabs ``resample_filter``): the binomial ``[1, 3, 3, 1]``.
+STYLEGAN_FILTER = (1, 3, 3, 1)
+
 
 def setup_filter(
     f: Sequence[float] | torch.Tensor | None,
@@ -272,8 +275,9 @@ def _upfirdn2d_launch(
     y = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device)
     if y.numel() == 0:
         return y
-    config = launch_config(UPFIRDN2D_KERNEL, (triton_dtype(x.dtype), upx, upy, downx, downy, fw, fh,
-                                              min(out_h, 1024), min(out_w, 1024)))
+    config = launch_config(UPFIRDN2D_KERNEL, (("dtype", triton_dtype(x.dtype)), ("up", (upx, upy)),
+                                              ("down", (downx, downy)), ("filter", (fw, fh)),
+                                              ("h", min(out_h, 1024)), ("w", min(out_w, 1024))))
     # Small planes (the 4x4 .. 16x16 layers) get a tile no larger than the plane.
     block_h = min(config.meta["BLOCK_H"], triton.next_power_of_2(out_h))
     block_w = min(config.meta["BLOCK_W"], triton.next_power_of_2(out_w))

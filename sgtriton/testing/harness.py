@@ -27,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sgtriton.graph.nodes import LayerNode
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
 from sgtriton.registry import create_block, get_block_class
 from sgtriton.testing.tolerance import assert_close, precision_floor
 
@@ -35,18 +36,17 @@ CHANNELS = (1, 2, 3, 5, 8, 12)
 IMG_CHANNELS = (1, 3, 4)
 W_DIMS = (1, 3, 8)
 CLAMPS = (None, 0.5, 256.0)
-RESAMPLE_FILTER = (1, 3, 3, 1)
+RESAMPLE_FILTER = STYLEGAN_FILTER
 
 
-def test_device() -> torch.device:
+def default_device() -> torch.device:
     """CUDA when present, else the CPU (kernels then run under Triton's interpreter)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_dtypes() -> tuple[torch.dtype, ...]:
-    """fp32 and fp16 everywhere; bf16 only on a GPU (the interpreter's bf16 arithmetic is wrong)."""
-    return (torch.float32, torch.float16, torch.bfloat16) if torch.cuda.is_available() else (
-        torch.float32, torch.float16)
+#: Dtypes the harness draws: the ones every style-layer kernel declares (bf16 is declared only by
+#: the elementwise kernels, and the interpreter's bf16 arithmetic is wrong).
+DEFAULT_DTYPES = (torch.float32, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def layer_cases(draw: st.DrawFn, block: str, dtypes: tuple[torch.dtype, ...] | N
     )
     return LayerCase(
         block=block, block_kwargs=block_kwargs, node=node, batch=draw(st.integers(1, 4)),
-        dtype=draw(st.sampled_from(list(dtypes or test_dtypes()))),
+        dtype=draw(st.sampled_from(list(dtypes or DEFAULT_DTYPES))),
         noise_mode=draw(st.sampled_from(["none", "const", "random"])), fused_modconv=draw(st.booleans()),
         gain=draw(st.sampled_from([1.0, math.sqrt(0.5)])),
         with_skip_image=kind == "torgb" and resolution % 2 == 0 and draw(st.booleans()),
@@ -145,7 +145,7 @@ def run_layer(module: torch.nn.Module, case: LayerCase, inputs: dict, dtype: tor
 
 def check_layer_case(case: LayerCase, device: torch.device | None = None) -> None:
     """Assert that ``case`` gives the same result from the Triton kernels and the float64 reference."""
-    device = device or test_device()
+    device = device or default_device()
     block = create_block(case.block, case.block_kwargs)
     if "triton" not in block.implementations:
         raise AssertionError(f"block {case.block!r} declares no 'triton' implementation")

@@ -1,7 +1,7 @@
 """Hypothesis profiles shared by sgtriton's tests and by plugin tests.
 
 * ``ci`` (default): few examples per property, no deadline (interpreter runs are slow).
-* ``thorough``: many examples, for GPU sessions and before releases.
+* ``thorough``: many examples, for GPU runs and before releases.
 
 Select with ``SGTRITON_HYPOTHESIS_PROFILE=thorough`` (or hypothesis' ``--hypothesis-profile``).
 """

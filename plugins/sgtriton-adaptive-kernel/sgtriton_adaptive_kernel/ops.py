@@ -19,7 +19,7 @@ from sgtriton.blocks.base import IMPLEMENTATIONS
 from sgtriton.ops._runtime import KernelConfig, WeightDerivedCache, launch_config, triton_dtype
 from sgtriton.ops._triton_utils import check_kernel_input, check_same_device
 from sgtriton.ops.modconv import broadcast_noise, check_kernel_device, upsample_phase_weights
-from sgtriton.ops.upfirdn2d import setup_filter
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter
 
 from sgtriton_adaptive_kernel.kernel import _adaptive_modconv_kernel, bank_p2, kernel_spec, unroll_bank
 from sgtriton_adaptive_kernel.reference import (
@@ -221,7 +221,7 @@ def adaptive_modulated_conv2d_layer(
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl={impl!r}: expected one of {IMPLEMENTATIONS}")
     if up > 1 and resample_filter is None:
-        resample_filter = setup_filter([1, 3, 3, 1]).to(x.device)
+        resample_filter = setup_filter(STYLEGAN_FILTER).to(x.device)
     if impl == "reference":
         return adaptive_modulated_conv2d_layer_ref(
             x, bank, selection_weights(logits), styles, bias, noise, noise_strength, up, alpha, gain, clamp,
