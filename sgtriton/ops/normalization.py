@@ -219,15 +219,18 @@ def _rms_normalize_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
     return signature, constexprs
 
 
+#: Tuning space of the one-plane-a-program kernels (first = default): positions per loop step.
+PLANE_CONFIGS = (
+    KernelConfig(meta={"BLOCK": 1024}, num_warps=4, num_stages=1),
+    KernelConfig(meta={"BLOCK": 2048}, num_warps=8, num_stages=1),
+    KernelConfig(meta={"BLOCK": 4096}, num_warps=8, num_stages=1),
+    KernelConfig(meta={"BLOCK": 256}, num_warps=2, num_stages=1),
+)
+
 ADAIN_EPILOGUE_KERNEL = declare_kernel(
     "adain_epilogue",
     _adain_epilogue_kernel,
-    configs=[
-        KernelConfig(meta={"BLOCK": 1024}, num_warps=4, num_stages=1),
-        KernelConfig(meta={"BLOCK": 2048}, num_warps=8, num_stages=1),
-        KernelConfig(meta={"BLOCK": 4096}, num_warps=8, num_stages=1),
-        KernelConfig(meta={"BLOCK": 256}, num_warps=2, num_stages=1),
-    ],
+    configs=PLANE_CONFIGS,
     aot_signature=_adain_epilogue_aot,
     dtypes=("fp32", "fp16", "bf16"),
     description="StyleGAN1 epilogue: noise, bias, lrelu, instance norm, style scale/bias; one plane a program",
@@ -236,12 +239,7 @@ ADAIN_EPILOGUE_KERNEL = declare_kernel(
 RMS_NORMALIZE_KERNEL = declare_kernel(
     "rms_normalize",
     _rms_normalize_kernel,
-    configs=[
-        KernelConfig(meta={"BLOCK": 1024}, num_warps=4, num_stages=1),
-        KernelConfig(meta={"BLOCK": 2048}, num_warps=8, num_stages=1),
-        KernelConfig(meta={"BLOCK": 4096}, num_warps=8, num_stages=1),
-        KernelConfig(meta={"BLOCK": 256}, num_warps=2, num_stages=1),
-    ],
+    configs=PLANE_CONFIGS,
     aot_signature=_rms_normalize_aot,
     dtypes=("fp32", "fp16", "bf16"),
     description="divide each (n, c) plane by its RMS (+ noise, bias, act, gain, clamp); one plane a program",
