@@ -84,10 +84,15 @@ def _parts_folder(outdir: Path) -> Path:
     return folder
 
 
-def start_job(outdir: Path, header: dict[str, Any], fresh: bool) -> None:
-    """Rank 0, before any image: for a fresh job remove the previous job's manifest and parts; then
-    record ``header`` in the parts folder."""
+def start_job(outdir: Path, header: dict[str, Any], fresh: bool, file_prefix: str = "") -> None:
+    """Rank 0, before any image: remove the temporary files a killed run left behind (``atomic_write``'s
+    ``.<name>.*.tmp`` for names starting with ``file_prefix``, the manifest and its parts); for a fresh
+    job remove the previous job's manifest and parts; then record ``header`` in the parts folder."""
     outdir = Path(outdir)
+    stale = [*outdir.glob(f".{file_prefix}*.tmp"), *outdir.glob(f".{MANIFEST_NAME}.*.tmp"),
+             *(outdir / PARTS_NAME).glob(".*.tmp")] if file_prefix else []
+    for path in stale:
+        path.unlink(missing_ok=True)
     if fresh:
         remove_parts(outdir)
         (outdir / MANIFEST_NAME).unlink(missing_ok=True)

@@ -135,7 +135,7 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
         return f"{prefix}{item:0{width}d}{fmt.extension}"
 
     layout = sharding.batches(items, batch_size)
-    pending, kept = _pending_batches(outdir, header, layout, file_name, resume, topology, echo)
+    pending, kept = _pending_batches(outdir, header, layout, file_name, prefix, resume, topology, echo)
     my_batches = sharding.shard(pending, topology.rank, topology.world_size)
     to_write = sum(len(todo) for _, todo, _ in pending)
 
@@ -209,7 +209,7 @@ def _synthesize(G, latents: torch.Tensor, noise_mode: str, seeds: Sequence[int],
 
 
 def _pending_batches(outdir: Path, header: dict[str, Any], layout: list[list[int]],
-                     file_name: Callable[[int], str], resume: bool, topology: distributed.Topology,
+                     file_name: Callable[[int], str], prefix: str, resume: bool, topology: distributed.Topology,
                      echo: Callable[[str], None]) -> tuple[list[tuple[int, list[int]]], list[dict[str, Any]]]:
     """``[(batch index, items to write, entries kept in that batch)]`` for the whole job (the same
     list on every rank) and this rank's share of all the entries that ``--resume`` keeps."""
@@ -220,7 +220,7 @@ def _pending_batches(outdir: Path, header: dict[str, Any], layout: list[list[int
     elif resume:
         echo(f"--resume: {outdir} has no manifest yet; generating every image")
     if topology.is_main:
-        manifest.start_job(outdir, header, fresh=recorded_header is None)
+        manifest.start_job(outdir, header, fresh=recorded_header is None, file_prefix=prefix)
     distributed.barrier(topology)
     if recorded_header is None:
         return everything, []

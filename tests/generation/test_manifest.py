@@ -72,3 +72,10 @@ def test_a_planted_link_in_place_of_the_parts_folder_is_not_followed(tmp_path):
     os.symlink(elsewhere, out / manifest.PARTS_NAME)
     manifest.start_job(out, manifest.make_header({}, {}), fresh=False)
     assert not (out / manifest.PARTS_NAME).is_symlink() and list(elsewhere.iterdir()) == []
+
+
+def test_temporaries_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
+    for name in (".seed0001.png.abc123.tmp", ".manifest.jsonl.x.tmp", ".other.tmp", "seed0002.png"):
+        (tmp_path / name).write_bytes(b"x")
+    manifest.start_job(tmp_path, manifest.make_header({}, {}), fresh=True, file_prefix="seed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp", manifest.PARTS_NAME, "seed0002.png"]
