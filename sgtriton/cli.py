@@ -128,12 +128,12 @@ def generate(network, preset, resolution, block, block_kwargs, init_seed, backen
                 if seeds is not None and topology.is_main:
                     click.echo("warning: --seeds is ignored when using --projected-w", err=True)
                 ws = load_projected_ws(projected_w, G)
-            run_generation(G, outdir, seeds=seed_list, projected_ws=ws, projected_ws_source=projected_w,
+            run_generation(G, outdir, seeds=seed_list, projected_ws=ws,
                            class_idx=class_idx, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                            noise_mode=noise_mode, batch_size=batch_size, file_format=file_format, resume=resume,
                            grid=grid, topology=topology, echo=click.echo,
                            warn=lambda message: click.echo(message, err=True))
-    except (GenerationError, ManifestError) as exc:
+    except (GenerationError, ManifestError, distributed.LaunchError) as exc:
         _fail(str(exc))
 
 

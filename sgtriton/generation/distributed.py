@@ -18,6 +18,10 @@ from typing import Any
 LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
 
+class LaunchError(ValueError):
+    """Launcher variables or a device request that this process cannot honour."""
+
+
 @dataclass(frozen=True)
 class Topology:
     """This process's place in the job and the device it owns."""
@@ -44,11 +48,11 @@ def detect_launch(env: Mapping[str, str] = os.environ) -> tuple[int, int, int] |
     for name in LAUNCH_VARIABLES:
         text = env.get(name, "0" if name == "LOCAL_RANK" else None)
         if text is None or not text.strip().isdigit():
-            raise ValueError(f"${name}={text!r}: expected a non-negative int (set by torchrun)")
+            raise LaunchError(f"${name}={text!r}: expected a non-negative int (set by torchrun)")
         values.append(int(text))
     world_size, rank, local_rank = values
     if world_size < 1 or rank >= world_size:
-        raise ValueError(f"$RANK={rank}, $WORLD_SIZE={world_size}: expected 0 <= RANK < WORLD_SIZE")
+        raise LaunchError(f"$RANK={rank}, $WORLD_SIZE={world_size}: expected 0 <= RANK < WORLD_SIZE")
     return world_size, rank, local_rank
 
 
@@ -61,10 +65,10 @@ def _device_for_rank(requested: str | None, local_rank: int, distributed: bool):
     if device.type != "cuda" or not distributed:
         return device
     if device.index is not None:
-        raise ValueError(f"--device={requested!r}: under torchrun each local rank takes cuda:LOCAL_RANK; "
+        raise LaunchError(f"--device={requested!r}: under torchrun each local rank takes cuda:LOCAL_RANK; "
                          f"pass --device cuda (or nothing)")
     if local_rank >= torch.cuda.device_count():
-        raise ValueError(f"$LOCAL_RANK={local_rank}: this machine has {torch.cuda.device_count()} CUDA "
+        raise LaunchError(f"$LOCAL_RANK={local_rank}: this machine has {torch.cuda.device_count()} CUDA "
                          f"device(s); start at most that many processes per node (--nproc-per-node)")
     return torch.device("cuda", local_rank)
 

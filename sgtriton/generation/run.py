@@ -86,7 +86,7 @@ def _label(G, class_idx: int | None, device, warn: Callable[[str], None]) -> tor
 
 
 def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
-                   projected_ws: np.ndarray | None = None, projected_ws_source: str | None = None,
+                   projected_ws: np.ndarray | None = None,
                    class_idx: int | None = None, truncation_psi: float | None = None,
                    truncation_cutoff: int | None = None, noise_mode: str = "const", batch_size: int = 1,
                    file_format: str = "png", resume: bool = False, grid: bool = True,
@@ -114,8 +114,9 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
         ws = torch.as_tensor(projected_ws, device=device)
         items = list(range(ws.shape[0]))
         prefix, width, label = "proj", 2, None
+        # The ws' bytes, not the file's path, identify them: a moved .npz resumes.
         options.update(projected_w_sha256=hashlib.sha256(np.ascontiguousarray(projected_ws).tobytes())
-                       .hexdigest(), projected_w_shape=list(projected_ws.shape), source=projected_ws_source)
+                       .hexdigest(), projected_w_shape=list(projected_ws.shape))
     else:
         if seeds is None:
             raise GenerationError("--seeds: required unless --projected-w is given")

@@ -29,3 +29,16 @@ def test_batches_keep_list_order_and_do_not_depend_on_ranks():
 def test_bad_arguments_are_named(call, needle):
     with pytest.raises(ValueError, match=needle):
         call()
+
+
+def test_launch_variables_are_read_and_checked():
+    from sgtriton.generation.distributed import LaunchError, detect_launch, session
+
+    assert detect_launch({}) is None
+    assert detect_launch({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == (4, 3, 1)
+    with pytest.raises(LaunchError, match=r"\$RANK=4, \$WORLD_SIZE=4"):
+        detect_launch({"WORLD_SIZE": "4", "RANK": "4"})
+    with pytest.raises(LaunchError, match=r"\$WORLD_SIZE='two'"):
+        detect_launch({"WORLD_SIZE": "two", "RANK": "0"})
+    with session("cpu", env={"WORLD_SIZE": "1", "RANK": "0"}) as topology:  # one rank: no process group
+        assert not topology.distributed and topology.is_main and str(topology.device) == "cpu"
