@@ -153,6 +153,13 @@ def _check_class(G: Any, class_idx: int | None) -> None:
                                  param_hint="'--class'")
 
 
+def _check_projected_w(G: Any, w: Any) -> None:
+    """``--projected-w`` arrays must be ``[N, num_ws, w_dim]`` for this network."""
+    if w is not None and tuple(w.shape[1:]) != (G.num_ws, G.w_dim):
+        raise click.BadParameter(f"'w' has shape {list(w.shape)}; this network needs [N, {G.num_ws}, {G.w_dim}]",
+                                 param_hint="'--projected-w'")
+
+
 def _check_cutoff(G: Any, cutoff: int | None) -> None:
     """``--trunc-cutoff`` must name ws the network has: ``0 <= cutoff <= num_ws`` (refused, not clamped)."""
     if cutoff is not None and cutoff > G.num_ws:
@@ -190,6 +197,7 @@ def generate(network, preset, resolution, block, block_kwargs, init_seed, backen
     G = open_generator(network, preset, resolution, block, block_kwargs, init_seed, backend, device)
     _check_cutoff(G, truncation_cutoff)
     _check_class(G, class_idx)
+    _check_projected_w(G, projected_w)
     random_weights_note(G, network)
     if interpreter_note(G):
         calls = len(projected_w) if projected_w is not None else -(-len(seeds or []) // batch_size)

@@ -126,23 +126,28 @@ class ProjectedW(click.ParamType):
 
         if not isinstance(value, (str, os.PathLike)):
             return value
+        shown = os.fspath(value)
+        try:
+            with open(value, "rb") as f:
+                is_zip = f.read(4) == b"PK\x03\x04"
+        except OSError as exc:
+            self.fail(f"{shown!r}: {exc.strerror or exc}", param, ctx)
+        if not is_zip:
+            self.fail(f"{shown!r}: not an .npz archive; expected the projector's .npz with a float array 'w'",
+                      param, ctx)
         try:
             with np.load(value, allow_pickle=False) as archive:
-                if not hasattr(archive, "files"):
-                    raise ValueError("not an .npz archive")
                 if "w" not in archive.files:
-                    self.fail(f"{os.fspath(value)!r}: no array 'w' (it holds {sorted(archive.files)}); expected the "
+                    self.fail(f"{shown!r}: no array 'w' (it holds {sorted(archive.files)}); expected the "
                               "projector's .npz with w of shape [N, num_ws, w_dim]", param, ctx)
                 w = archive["w"]
         except click.BadParameter:
             raise
-        except OSError as exc:
-            self.fail(f"{os.fspath(value)!r}: {exc.strerror or exc}", param, ctx)
-        except ValueError as exc:
-            reason = "it holds pickled objects, which are never loaded" if "pickle" in str(exc) else str(exc)
-            self.fail(f"{os.fspath(value)!r}: {reason}; expected an .npz with a float array 'w'", param, ctx)
+        except (OSError, ValueError, EOFError) as exc:
+            reason = "'w' holds pickled objects, which are never loaded" if "pickle" in str(exc) else str(exc)
+            self.fail(f"{shown!r}: {reason}; expected an .npz with a float array 'w'", param, ctx)
         if w.dtype.kind != "f" or w.ndim != 3:
-            self.fail(f"{os.fspath(value)!r}: 'w' is {w.dtype} of shape {list(w.shape)}; expected a float array "
+            self.fail(f"{shown!r}: 'w' is {w.dtype} of shape {list(w.shape)}; expected a float array "
                       "[N, num_ws, w_dim]", param, ctx)
         return w
 
