@@ -83,7 +83,8 @@ class CommandGroup(click.Group):
             if name in self.commands:
                 rows.append((name, self.commands[name].get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(LAZY_COMMANDS[name][2], limit)))
+                summary = click.Command(name, help=LAZY_COMMANDS[name][2])  # stands in until invoked
+                rows.append((name, summary.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -149,7 +150,8 @@ def _fail(message: str) -> None:
 def _check_class(G: Any, class_idx: int | None) -> None:
     """A conditional network needs ``0 <= --class < c_dim``."""
     if G.c_dim and (class_idx is None or class_idx >= G.c_dim):
-        raise click.BadParameter(f"{class_idx}: a conditional network needs a class in 0..{G.c_dim - 1}",
+        given = "missing" if class_idx is None else str(class_idx)
+        raise click.BadParameter(f"{given}: a conditional network needs a class in 0..{G.c_dim - 1}",
                                  param_hint="'--class'")
 
 
