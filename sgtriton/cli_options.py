@@ -356,7 +356,7 @@ def random_weights_note(G: Any, network: str | None) -> None:
     """One line on stderr when ``G`` has random weights: what the images are and how to load real ones."""
     if network is not None:
         return
-    click.echo("note: random weights (images are coloured noise); load a real checkpoint with --network FILE: "
+    click.echo("note: random weights (the images are coloured blobs); load a real checkpoint with --network FILE: "
                "NVlabs/rosinality/TF pickles (FFHQ, AFHQ, MetFaces ... from the NVlabs StyleGAN model pages)",
                err=True)
 
