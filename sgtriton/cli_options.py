@@ -368,13 +368,13 @@ def interpreter_note(G: Any) -> bool:
     if G.backend != "triton" or not interpreter_active():
         return False
     click.echo(f"note: no GPU, so --backend triton runs the kernels under Triton's interpreter, a correctness "
-               f"tool: about {INTERPRETER_MINUTES_PER_IMAGE} per image at 32x32 on 2 CPU cores (--backend "
-               f"reference takes well under a second); progress is shown per layer", err=True)
+               f"tool: about {INTERPRETER_TIME_PER_IMAGE} on 2 CPU cores (--backend reference: well under a "
+               f"second); progress is shown per layer", err=True)
     return True
 
 
-#: Measured on a 2-core machine (README, "Start-up and honest times").
-INTERPRETER_MINUTES_PER_IMAGE = "15 minutes"
+#: Measured on a 2-core machine without a GPU (README, quick start).
+INTERPRETER_TIME_PER_IMAGE = "2 minutes per image at 8x8, 15 at 32x32"
 
 
 def layer_progress(G: Any, calls: int, desc: str = "layers") -> Any:
