@@ -264,3 +264,20 @@ def test_a_real_process_prints_one_line_and_debug_shows_the_traceback(files, tmp
     assert flag.returncode == 1 and "Traceback" in flag.stderr
     usage = _sgtriton("generate", "--seeds", "0", "--trunc", "nan", "--outdir", str(tmp_path / "o"))
     assert usage.returncode == 2 and usage.stderr.strip().count("\n") == 0 and "--trunc" in usage.stderr
+
+
+def test_triton_without_a_gpu_warns_once_and_progress_counts_every_layer(capsys):
+    from sgtriton.cli_options import interpreter_note, layer_progress
+    from sgtriton.ops._runtime import interpreter_active
+
+    G = sgtriton.build_generator("stylegan2-f", img_resolution=8, backend="triton")
+    assert interpreter_note(G) is interpreter_active()
+    notes = [line for line in capsys.readouterr().err.splitlines() if "interpreter" in line]
+    assert len(notes) == (1 if interpreter_active() else 0)
+    assert interpreter_note(G.set_backend("reference")) is False
+    bar = layer_progress(G, calls=2)
+    assert bar.total == 2 * 5  # b4: conv1, torgb; b8: conv0, conv1, torgb
+    with torch.no_grad():
+        for _ in range(2):
+            G(torch.zeros(1, G.z_dim), None, noise_mode="const")
+    assert bar.n == bar.total
