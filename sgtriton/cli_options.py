@@ -273,7 +273,7 @@ def network_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--network", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Checkpoint: NVlabs .pkl, rosinality .pt, TensorFlow .pkl or sgtriton .safetensors."),
         click.option("--preset", type=PRESET, default=None,
-                     help="Build a randomly initialised generator from a preset instead (see `sgtriton plan --help`)."),
+                     help="Build a randomly initialised generator from a preset instead (an unknown name lists them)."),
         click.option("--resolution", type=RESOLUTION, default=None,
                      help="Output resolution for --preset, a power of two >= 4 [default: 1024]."),
         click.option("--block", default=None, help="Registered block type for every style layer (`sgtriton blocks`)."),

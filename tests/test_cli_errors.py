@@ -127,6 +127,9 @@ def _cases(f: dict[str, Path]) -> list[tuple[list[str], int, str]]:
          "this network has ws 0..3"),
         (["mix", "--network", good, "--rows", "x", "--cols", "1", "--outdir", "OUT"], 2, "'--rows'"),
         (["mix", *SMALL, "--rows", "0", "--cols", "1", "--trunc", "nan", "--outdir", "OUT"], 2, "finite"),
+        ([*gen, "--seeds", "0", "--batch-size", "0"], 2, "'--batch-size'"),
+        ([*gen, "--seeds", "0", "--noise-mode", "loud"], 2, "'--noise-mode'"),
+        ([*gen, "--seeds", "0", "--class", "-1"], 2, "'--class'"),
         # the command line itself
         (["generate", "--bogus"], 2, "No such option '--bogus'"),
         (["nonsense"], 2, "No such command 'nonsense'"),
