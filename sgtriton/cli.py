@@ -56,6 +56,10 @@ LAZY_COMMANDS = {
 }
 
 
+#: Raised by click >= 8.2 for a group called without a command (older click exits with the help).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class CommandGroup(click.Group):
     """The ``sgtriton`` group: lazily imported commands and every error answered in one line."""
 
@@ -106,6 +110,9 @@ class CommandGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # `sgtriton` alone: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)

@@ -289,3 +289,8 @@ def test_triton_without_a_gpu_warns_once_and_progress_counts_every_layer(capsys)
         for _ in range(2):
             G(torch.zeros(1, G.z_dim), None, noise_mode="const")
     assert bar.n == bar.total
+
+
+def test_no_command_shows_the_help():
+    result = CliRunner().invoke(main, [], catch_exceptions=False)
+    assert result.exit_code in (0, 2) and "Commands:" in result.output and "Error" not in result.output
