@@ -1,29 +1,46 @@
-"""sgtriton: StyleGAN generators compiled onto Triton kernels, proven against PyTorch references."""
+"""sgtriton: StyleGAN generators compiled onto Triton kernels, proven against PyTorch references.
 
-from importlib import metadata as _metadata
+The public names are imported on first use (module ``__getattr__``), so ``import sgtriton`` and
+the command line's ``--help`` / ``--version`` do not pay for importing torch and Triton. The
+interpreter switch that must precede every kernel module lives in :mod:`sgtriton.ops`, which
+every kernel module imports first.
+"""
 
-from sgtriton.ops._runtime import configure_interpreter
+from __future__ import annotations
 
-# Must run before any kernel module is imported: Triton picks interpreter vs GPU at decoration.
-configure_interpreter()
+import importlib
+from typing import Any
 
-from sgtriton.checkpoints import load, save
-from sgtriton.config import PRESETS, GeneratorConfig, MappingConfig, SynthesisConfig, make_config
-from sgtriton.generator import Generator, build_generator
-from sgtriton.registry import available_blocks, register_block
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "PRESETS": "sgtriton.config",
+    "GeneratorConfig": "sgtriton.config",
+    "MappingConfig": "sgtriton.config",
+    "SynthesisConfig": "sgtriton.config",
+    "make_config": "sgtriton.config",
+    "Generator": "sgtriton.generator",
+    "build_generator": "sgtriton.generator",
+    "load": "sgtriton.checkpoints",
+    "save": "sgtriton.checkpoints",
+    "available_blocks": "sgtriton.registry",
+    "register_block": "sgtriton.registry",
+}
 
-__version__ = _metadata.version("sgtriton")
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "PRESETS",
-    "Generator",
-    "GeneratorConfig",
-    "MappingConfig",
-    "SynthesisConfig",
-    "available_blocks",
-    "build_generator",
-    "load",
-    "make_config",
-    "register_block",
-    "save",
-]
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib import metadata
+
+        value = metadata.version("sgtriton")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'sgtriton' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "__version__"])

@@ -18,21 +18,24 @@ from PIL import Image
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
-def parse_range(text: str, name: str = "seeds") -> list[int]:
-    """``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``; errors name the option."""
+def parse_range(text: str, name: str = "seeds", limit: int | None = None) -> list[int]:
+    """``'0-3,7'`` (spaces allowed: ``'0, 1'``) -> ``[0, 1, 2, 3, 7]``; errors name the option.
+
+    With ``limit``, every value must be below it (checked before a range is expanded).
+    """
     values: list[int] = []
     for part in str(text).split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)-(\d+)", part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo:
-                raise ValueError(f"{name}={text!r}: range {part!r} is descending; expected 'a-b' with a <= b")
-            values.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"\d+", part):
-            values.append(int(part))
-        else:
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        bounds = (int(m.group(1)), int(m.group(2))) if m else (int(part),) * 2 if re.fullmatch(r"\d+", part) else None
+        if bounds is None:
             raise ValueError(f"{name}={text!r}: expected comma-separated non-negative ints or ranges like '0-7'")
+        lo, hi = bounds
+        if hi < lo:
+            raise ValueError(f"{name}={text!r}: range {part!r} is descending; expected 'a-b' with a <= b")
+        if limit is not None and hi >= limit:
+            raise ValueError(f"{name}={text!r}: {hi} is too large; expected values in [0, {limit})")
+        values.extend(range(lo, hi + 1))
     return values
 
 
@@ -65,11 +68,28 @@ def save_image(array: np.ndarray, path: str | Path) -> None:
     to_pil(array).save(path)
 
 
+def grid_columns(count: int) -> int:
+    """Columns of a grid for ``count`` images: the fewest empty cells, at most 3 columns per row, then squarest.
+
+    8 -> 4 x 2 (no empty cell, where ``ceil(sqrt(8)) = 3`` would leave one of 3 x 3 black), 9 -> 3 x 3, 7 -> 4 x 2.
+    """
+    if count < 1:
+        raise ValueError(f"count={count}: expected at least one image")
+
+    def cost(columns: int) -> tuple[int, int]:
+        rows = math.ceil(count / columns)
+        return columns * rows - count, columns - rows
+
+    candidates = [c for c in range(1, count + 1) if c >= math.ceil(count / c) and c <= 3 * math.ceil(count / c)]
+    return min(candidates, key=cost)
+
+
 def make_grid(images: list[np.ndarray], columns: int | None = None) -> np.ndarray:
-    """Tile equally sized ``[H, W, C]`` images row-major into one ``[rows*H, cols*W, C]`` array."""
+    """Tile equally sized ``[H, W, C]`` images row-major into one ``[rows*H, cols*W, C]`` array
+    (``columns`` defaults to :func:`grid_columns`)."""
     if not images:
         raise ValueError("images: expected at least one image")
-    columns = columns or math.ceil(math.sqrt(len(images)))
+    columns = columns or grid_columns(len(images))
     rows = math.ceil(len(images) / columns)
     h, w, c = images[0].shape
     grid = np.zeros([rows * h, columns * w, c], dtype=np.uint8)

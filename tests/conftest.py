@@ -1,12 +1,12 @@
-"""Test set-up: sgtriton selects Triton's interpreter on import when no GPU is present, so it is
-imported here before any test module imports a kernel.
+"""Test set-up: ``sgtriton.ops`` selects Triton's interpreter on import when no GPU is present; every
+kernel module imports it before decorating a kernel.
 
 Kernel tests take their tensors' device from the ``device`` fixture (CUDA when present, else the
 CPU with the interpreter); ``gpu``-marked tests are skipped cleanly without CUDA."""
 
 import pytest
 
-import sgtriton  # noqa: F401  (sets TRITON_INTERPRET before kernels are decorated)
+import sgtriton.ops  # noqa: F401  (sets TRITON_INTERPRET before kernels are decorated)
 from sgtriton.testing.devices import kernel_device, skip_gpu_tests_without_cuda
 from sgtriton.testing.profiles import load_profile
 

@@ -72,10 +72,10 @@ def test_stylegan1_uses_its_truncation_defaults(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args,needle", [
     (["generate", "--seeds", "0", "--outdir", "x"], "--network PATH or --preset"),
-    (["generate", *SMALL_PRESET_ARGS, "--seeds", "a-b", "--outdir", "x"], "--seeds='a-b'"),
+    (["generate", *SMALL_PRESET_ARGS, "--seeds", "a-b", "--outdir", "x"], "'--seeds': 'a-b'"),
     (["generate", *SMALL_PRESET_ARGS, "--outdir", "x"], "--seeds: required"),
     (["generate", "--preset", "stylegan2-f", "--resolution", "12", "--seeds", "0", "--outdir", "x"],
-     "img_resolution=12"),
+     "'--resolution': 12"),
     (["generate", *SMALL_PRESET_ARGS, "--block", "moddemod", "--block-kwargs", "[1]", "--seeds", "0",
       "--outdir", "x"], "--block-kwargs"),
     (["generate", *SMALL_PRESET_ARGS, "--block", "nope", "--seeds", "0", "--outdir", "x"], "block='nope'"),
@@ -91,10 +91,10 @@ def test_conditional_network_requires_class(tmp_path, monkeypatch):
     import sgtriton.cli as cli
 
     G = build_generator("stylegan2-f", img_resolution=4, c_dim=3, seed=0)
-    monkeypatch.setattr(cli, "_open_generator", lambda *a, **k: G)
+    monkeypatch.setattr(cli, "open_generator", lambda *a, **k: G)
     result = CliRunner().invoke(main, ["generate", "--preset", "stylegan2-f", "--seeds", "0",
                                        "--outdir", str(tmp_path)])
-    assert result.exit_code != 0 and "--class: required" in result.output
+    assert result.exit_code == 2 and "'--class': missing: a conditional network needs a class in 0..2" in result.output
     result = CliRunner().invoke(main, ["generate", "--preset", "stylegan2-f", "--seeds", "0", "--class", "2",
                                        "--outdir", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -51,10 +51,8 @@ class BlockType(abc.ABC):
     def __init__(self, **block_kwargs: Any) -> None:
         unknown = sorted(set(block_kwargs) - set(self.options))
         if unknown:
-            raise TypeError(
-                f"block_kwargs: unexpected keys {unknown} for block {self.name!r}; "
-                f"expected some of {sorted(self.options)}"
-            )
+            accepted = f"expected some of {sorted(self.options)}" if self.options else "it takes no options"
+            raise TypeError(f"block_kwargs: unexpected keys {unknown} for block {self.name!r}; {accepted}")
         self.block_kwargs = {**self.options, **block_kwargs}
         self.validate_options(self.block_kwargs)
 

@@ -17,24 +17,27 @@ import torch
 from tqdm import tqdm
 
 from sgtriton.backends import default_device
-from sgtriton.blocks.base import NOISE_MODES
-from sgtriton.checkpoints import FORMATS, CheckpointError, convert, load
+from sgtriton.checkpoints import FORMATS, CheckpointError, convert
 from sgtriton.checkpoints.assemble import describe
-from sgtriton.images import image_mode, parse_range, seed_to_z, to_pil, to_uint8
-
-
-def _range_option(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return parse_range(value, param.opts[0] if param.opts else "value")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+from sgtriton.cli_options import (
+    FINITE_FLOAT,
+    INT_LIST,
+    NOISE_MODE_NAMES,
+    OUTPUT_DIR,
+    OUTPUT_FILE,
+    SEEDS,
+    interpreter_note,
+    layer_progress,
+    network_options,
+    open_generator,
+    random_weights_note,
+)
+from sgtriton.images import image_mode, seed_to_z, to_pil, to_uint8
 
 
 @click.command("convert")
 @click.argument("source", metavar="IN", type=click.Path(exists=True, dir_okay=False))
-@click.argument("destination", metavar="OUT", type=click.Path(dir_okay=False))
+@click.argument("destination", metavar="OUT", type=OUTPUT_FILE)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Insist on the input format instead of detecting it.")
 def convert_command(source: str, destination: str, fmt: str | None) -> None:
@@ -47,27 +50,24 @@ def convert_command(source: str, destination: str, fmt: str | None) -> None:
 
 
 @click.command("mix")
-@click.option("--network", "network", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint (any format sgtriton loads).")
-@click.option("--rows", "row_seeds", required=True, callback=_range_option, help="Seeds of the rows, e.g. 85,100.")
-@click.option("--cols", "col_seeds", required=True, callback=_range_option, help="Seeds of the columns.")
-@click.option("--styles", "col_styles", default="0-6", show_default=True, callback=_range_option,
-              help="The ws the column seeds replace.")
-@click.option("--trunc", "truncation_psi", type=float, default=None,
+@network_options
+@click.option("--rows", "row_seeds", required=True, type=SEEDS, help="Seeds of the rows, e.g. 85,100.")
+@click.option("--cols", "col_seeds", required=True, type=SEEDS, help="Seeds of the columns.")
+@click.option("--styles", "col_styles", default="0-6", show_default=True, type=INT_LIST,
+              help="The ws the column seeds replace (0..num_ws-1).")
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=None,
               help="Truncation psi [default: the network's, 1 for StyleGAN2, 0.7 for StyleGAN1].")
-@click.option("--class", "class_idx", type=int, default=None, help="Class label (conditional networks).")
-@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True)
-@click.option("--outdir", required=True, type=click.Path(file_okay=False))
-@click.option("--device", default=None, help="torch device [default: cuda when available, else cpu].")
-def mix_command(network: str, row_seeds: list[int], col_seeds: list[int], col_styles: list[int],
-                truncation_psi: float | None, class_idx: int | None, noise_mode: str, outdir: str,
-                device: str | None) -> None:
+@click.option("--class", "class_idx", type=click.IntRange(min=0), default=None,
+              help="Class label (conditional networks).")
+@click.option("--noise-mode", type=click.Choice(NOISE_MODE_NAMES), default="const", show_default=True)
+@click.option("--outdir", required=True, type=OUTPUT_DIR, help="Where to write the images (created if missing).")
+def mix_command(network: str | None, preset: str | None, resolution: int | None, block: str | None,
+                block_kwargs: str | None, init_seed: int, backend: str | None, device: str | None,
+                row_seeds: list[int], col_seeds: list[int], col_styles: list[int], truncation_psi: float | None,
+                class_idx: int | None, noise_mode: str, outdir: os.PathLike[str]) -> None:
     """Render a style-mixing grid (NVlabs style_mixing.py)."""
     device = device or default_device()
-    try:
-        G = load(network, device=device)
-    except CheckpointError as exc:
-        raise click.ClickException(str(exc)) from exc
+    G = open_generator(network, preset, resolution, block, block_kwargs, init_seed, backend, device)
     bad = [s for s in col_styles if not 0 <= s < G.num_ws]
     if bad:
         raise click.BadParameter(f"{bad[:5]}{'...' if len(bad) > 5 else ''}: this network has ws 0..{G.num_ws - 1}",
@@ -80,6 +80,9 @@ def mix_command(network: str, row_seeds: list[int], col_seeds: list[int], col_st
         c = torch.zeros([1, G.c_dim], device=device)
         c[0, class_idx] = 1
     psi = G.config.truncation_psi if truncation_psi is None else truncation_psi
+    random_weights_note(G, network)
+    if interpreter_note(G):
+        layer_progress(G, 1 + len(row_seeds) * len(col_seeds))
     os.makedirs(outdir, exist_ok=True)
 
     seeds = sorted(set(row_seeds + col_seeds))

@@ -60,18 +60,6 @@ def compact_range(values: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def load_projected_ws(path: str | Path, G) -> np.ndarray:
-    """The ``'w'`` array ``[N, num_ws, w_dim]`` of a projector ``.npz``."""
-    with np.load(path) as archive:
-        if "w" not in archive:
-            raise GenerationError(f"--projected-w={str(path)!r}: expected an .npz with key 'w', got keys "
-                                  f"{sorted(archive.keys())}")
-        ws = archive["w"]
-    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
-        raise GenerationError(f"--projected-w: expected 'w' of shape [N, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}")
-    return ws
-
-
 def _label(G, class_idx: int | None, device, warn: Callable[[str], None]) -> torch.Tensor:
     label = torch.zeros([1, G.c_dim], device=device)
     if G.c_dim:

@@ -2,7 +2,8 @@
 
 * :func:`configure_interpreter` -- on a machine without CUDA, Triton kernels can only run under
   Triton's interpreter, and Triton decides that per kernel when ``@triton.jit`` is applied. So
-  ``sgtriton`` calls this on import, before any kernel module is imported: it sets
+  :mod:`sgtriton.ops` calls this when it is first imported, which every kernel module (ours and
+  plugins', all importing from this package) does before it decorates a kernel: it sets
   ``TRITON_INTERPRET=1`` when no CUDA device is present and the variable is unset.
 * :func:`declare_kernel` -- every ``@triton.jit`` kernel is declared once, beside its launcher,
   with its tuning space (a list of :class:`KernelConfig`, the first being the default) and a
