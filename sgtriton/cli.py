@@ -37,6 +37,7 @@ from sgtriton.cli_options import (
     random_weights_note,
     remove_unused_output_dirs,
 )
+from sgtriton.generation.writer import FORMATS as IMAGE_FORMATS
 
 DEBUG_ENV = "SGTRITON_DEBUG"
 
@@ -191,68 +192,47 @@ def _check_cutoff(G: Any, cutoff: int | None) -> None:
 @click.option("--projected-w", type=PROJECTED_W, default=None,
               help="Render the ws of a projector .npz (float array 'w', no pickles) instead of seeds.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--grid/--no-grid", default=True, show_default=True, help="Also write grid.png.")
+@click.option("--format", "file_format", type=click.Choice(tuple(IMAGE_FORMATS)), default="png",
+              show_default=True, help="Image file format (webp is lossless, jpg quality 95, npz uint8 arrays).")
+@click.option("--resume", is_flag=True, default=False,
+              help="Keep files that match outdir's manifest; regenerate missing or corrupt ones.")
+@click.option("--grid/--no-grid", default=True, show_default=True,
+              help="Also write grid.png (single-process runs only).")
 @click.option("--outdir", type=OUTPUT_DIR, required=True, help="Where to write the images (created if missing).")
 def generate(network, preset, resolution, block, block_kwargs, init_seed, backend, device, seeds,
-             truncation_psi, truncation_cutoff, class_idx, noise_mode, projected_w, batch_size, grid, outdir):
-    """Generate images (seedNNNN.png and grid.png) with NVlabs generate.py conventions."""
-    import torch
-    from tqdm import tqdm
+             truncation_psi, truncation_cutoff, class_idx, noise_mode, projected_w, batch_size, file_format,
+             resume, grid, outdir):
+    """Generate images (seedNNNN.png, grid.png and manifest.jsonl) with NVlabs generate.py conventions.
 
-    from sgtriton.backends import default_device
-    from sgtriton.images import make_grid, save_image, seed_to_z, to_uint8
+    Under torchrun the seeds are shared out over the ranks; every file is byte-identical to a
+    single-process run's."""
+    from sgtriton.generation import distributed
+    from sgtriton.generation.manifest import ManifestError
+    from sgtriton.generation.run import GenerationError, run_generation
 
-    device = device or default_device()
-    G = open_generator(network, preset, resolution, block, block_kwargs, init_seed, backend, device)
-    _check_cutoff(G, truncation_cutoff)
-    _check_class(G, class_idx)
-    _check_projected_w(G, projected_w)
-    random_weights_note(G, network)
-    if interpreter_note(G):
-        calls = len(projected_w) if projected_w is not None else -(-len(seeds or []) // batch_size)
-        layer_progress(G, calls)
-    outdir.mkdir(parents=True, exist_ok=True)
-
-    if projected_w is not None:
-        if seeds is not None:
-            click.echo("warning: --seeds is ignored when using --projected-w", err=True)
-        ws = torch.as_tensor(projected_w, device=device)
-        if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
-            _fail(f"--projected-w: expected 'w' of shape [N, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}")
-        for idx, w in enumerate(tqdm(ws, desc="projected ws", unit="img")):
-            img = G.synthesis(w.unsqueeze(0), noise_mode=noise_mode)
-            save_image(to_uint8(img)[0], outdir / f"proj{idx:02d}.png")
-        return
-
-    if seeds is None:
+    if projected_w is None and seeds is None:
         _fail("--seeds: required unless --projected-w is given")
-    seed_list = seeds
-    label = torch.zeros([1, G.c_dim], device=device)
-    if G.c_dim:
-        if class_idx is None:
-            _fail("--class: required for a conditional network")
-        if not 0 <= class_idx < G.c_dim:
-            _fail(f"--class={class_idx}: expected 0 <= class < {G.c_dim}")
-        label[:, class_idx] = 1
-    elif class_idx is not None:
-        click.echo("warning: --class is ignored for an unconditional network", err=True)
-    psi = G.config.truncation_psi if truncation_psi is None else truncation_psi
-    cutoff = G.config.truncation_cutoff if truncation_cutoff is None else truncation_cutoff
-
-    images = []
-    with tqdm(total=len(seed_list), desc="generating", unit="img") as progress:
-        for start in range(0, len(seed_list), batch_size):
-            batch = seed_list[start : start + batch_size]
-            z = torch.cat([seed_to_z(s, G.z_dim) for s in batch]).to(device)
-            img = G(z, label.repeat(len(batch), 1), truncation_psi=psi, truncation_cutoff=cutoff,
-                    noise_mode=noise_mode)
-            for seed, array in zip(batch, to_uint8(img), strict=True):
-                save_image(array, outdir / f"seed{seed:04d}.png")
-                images.append(array)
-            progress.update(len(batch))
-    if grid and len(images) > 1:
-        save_image(make_grid(images), outdir / "grid.png")
-    click.echo(f"wrote {len(images)} image(s) to {outdir}")
+    try:
+        with distributed.session(device) as topology:
+            G = open_generator(network, preset, resolution, block, block_kwargs, init_seed, backend,
+                               str(topology.device))
+            _check_cutoff(G, truncation_cutoff)
+            _check_class(G, class_idx)
+            _check_projected_w(G, projected_w)
+            if topology.is_main:
+                random_weights_note(G, network)
+                if interpreter_note(G):
+                    items = len(projected_w) if projected_w is not None else len(seeds)
+                    layer_progress(G, -(-items // (batch_size * topology.world_size)))
+                if projected_w is not None and seeds is not None:
+                    click.echo("warning: --seeds is ignored when using --projected-w", err=True)
+            run_generation(G, outdir, seeds=None if projected_w is not None else seeds, projected_ws=projected_w,
+                           class_idx=class_idx, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                           noise_mode=noise_mode, batch_size=batch_size, file_format=file_format, resume=resume,
+                           grid=grid, topology=topology, echo=click.echo,
+                           warn=lambda message: click.echo(message, err=True))
+    except (GenerationError, ManifestError, distributed.LaunchError) as exc:
+        _fail(str(exc))
 
 
 @main.command()

@@ -23,7 +23,7 @@ def test_generate_writes_seed_files_and_grid_equal_to_the_python_api(tmp_path):
                   "--outdir", str(tmp_path), "--init-seed", "3", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["grid.png", "seed0000.png", "seed0001.png", "seed0002.png", "seed0005.png"]
+    assert names == ["grid.png", "manifest.jsonl", "seed0000.png", "seed0001.png", "seed0002.png", "seed0005.png"]
     G = build_generator("stylegan2-f", img_resolution=8, seed=3)
     img = G(seed_to_z(5, 512), None, truncation_psi=0.7, noise_mode="const")
     expected = to_uint8(img)[0]
@@ -107,7 +107,7 @@ def test_projected_w_renders_proj_files(tmp_path):
     result = run(["generate", *SMALL_PRESET_ARGS, "--projected-w", str(tmp_path / "w.npz"),
                   "--outdir", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["proj00.png", "proj01.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.jsonl", "proj00.png", "proj01.png"]
 
 
 def test_parse_range():

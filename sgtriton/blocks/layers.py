@@ -3,7 +3,10 @@ the resnet skip conv and the per-layer noise source. NVlabs parameter names thro
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -53,16 +56,40 @@ class FullyConnectedLayer(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
 
 
+_SAMPLE_NOISE: contextvars.ContextVar[Sequence[torch.Generator] | None] = contextvars.ContextVar(
+    "sgtriton_sample_noise", default=None)
+
+
+@contextlib.contextmanager
+def per_sample_noise(generators: Sequence[torch.Generator]) -> Iterator[None]:
+    """Within this context, ``noise_mode='random'`` draws sample ``i``'s noise maps from ``generators[i]``
+    (CPU generators; one ``[1, 1, r, r]`` normal draw per noisy layer, in forward order), so each
+    sample's noise depends on its own generator only, not on the batch it shares or the device."""
+    token = _SAMPLE_NOISE.set(list(generators))
+    try:
+        yield
+    finally:
+        _SAMPLE_NOISE.reset(token)
+
+
 def layer_noise(
     noise_mode: str, noise_const: torch.Tensor | None, batch: int, resolution: int, device: torch.device
 ) -> torch.Tensor | None:
-    """Unscaled noise for one layer: ``[N, 1, r, r]`` fresh normal, ``[r, r]`` stored, or ``None``."""
+    """Unscaled noise for one layer: ``[N, 1, r, r]`` fresh normal, ``[r, r]`` stored, or ``None``.
+
+    Fresh noise comes from the global RNG, or from per-sample generators inside :func:`per_sample_noise`."""
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
     if noise_const is None or noise_mode == "none":
         return None
     if noise_mode == "random":
-        return torch.randn([batch, 1, resolution, resolution], device=device)
+        generators = _SAMPLE_NOISE.get()
+        if generators is None:
+            return torch.randn([batch, 1, resolution, resolution], device=device)
+        if len(generators) != batch:
+            raise ValueError(f"per_sample_noise: {len(generators)} generator(s) for a batch of {batch}")
+        maps = [torch.randn([1, 1, resolution, resolution], generator=g) for g in generators]
+        return torch.cat(maps).to(device)
     return noise_const
 
 
