@@ -20,7 +20,7 @@ from sgtriton.backends import default_device
 from sgtriton.blocks.base import NOISE_MODES
 from sgtriton.checkpoints import FORMATS, CheckpointError, convert, load
 from sgtriton.checkpoints.assemble import describe
-from sgtriton.images import image_mode, parse_range, seed_to_z, to_pil, to_uint8
+from sgtriton.images import image_mode, parse_range, save_image, seed_to_z, to_pil, to_uint8
 
 
 def _range_option(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -41,7 +41,7 @@ def convert_command(source: str, destination: str, fmt: str | None) -> None:
     """Convert IN (NVlabs/TensorFlow .pkl, rosinality .pt, sgtriton .safetensors) to native OUT."""
     try:
         G = convert(source, destination, format=fmt)
-    except CheckpointError as exc:
+    except (CheckpointError, ValueError) as exc:  # unreadable input; a destination that is the source
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {destination}: {describe(G.config)}")
 
@@ -96,7 +96,7 @@ def mix_command(network: str, row_seeds: list[int], col_seeds: list[int], col_st
                 images[(row, col)] = to_uint8(G.synthesis(w[None], noise_mode=noise_mode))[0]
 
     for (row, col), image in images.items():
-        to_pil(image).save(os.path.join(outdir, f"{row}-{col}.png"))
+        save_image(image, os.path.join(outdir, f"{row}-{col}.png"))
     size = G.img_resolution
     mode = image_mode(G.img_channels)
     canvas = PIL.Image.new(mode, (size * (len(col_seeds) + 1), size * (len(row_seeds) + 1)))
@@ -106,5 +106,5 @@ def mix_command(network: str, row_seeds: list[int], col_seeds: list[int], col_st
                 continue
             key = (col, col) if row is None else (row, row) if col is None else (row, col)
             canvas.paste(to_pil(images[key]), (size * j, size * i))
-    canvas.save(os.path.join(outdir, "grid.png"))
+    save_image(canvas, os.path.join(outdir, "grid.png"))
     click.echo(f"wrote {len(images)} images and grid.png to {outdir}")
