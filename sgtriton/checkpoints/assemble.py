@@ -19,6 +19,7 @@ import torch
 from sgtriton.checkpoints.errors import CheckpointError
 from sgtriton.config import GeneratorConfig, make_config
 from sgtriton.generator import Generator
+from sgtriton.graph.builder import build_graph
 
 #: Buffers every generator recomputes from its configuration (FIR filters); a file may omit them,
 #: and when it has them they must equal ours.
@@ -43,24 +44,35 @@ def make_checked_config(source: str, preset: str | None = None, **kwargs: Any) -
         raise CheckpointError(f"{source}: the recovered configuration is invalid: {exc}") from exc
 
 
-def expected_tensors(config: GeneratorConfig, source: str) -> dict[str, torch.Tensor]:
-    """The state dict a generator for ``config`` has, as ``meta`` tensors: shapes and dtypes, no memory.
+def implied_weights(config: GeneratorConfig) -> int:
+    """A lower bound on the weights ``config`` implies, from its graph alone (no tensor is made).
 
-    This is how a configuration read from a file is held to the file's own tensors before any
-    weights are allocated: a config claiming 2048 channels at 1024^2 next to a few kilobytes of
-    weights is refused from the numbers alone.
+    Every style layer (``conv`` node) holds at least ``in_channels x out_channels`` weights,
+    whatever its block type.
     """
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        try:
-            G = Generator(config, backend="reference")
-        except (TypeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{source}: cannot build a generator for the recovered configuration: {exc}") from exc
-    return G.state_dict()
+    return sum(node.in_channels * node.out_channels for node in build_graph(config).synthesis_nodes
+               if node.kind == "conv")
 
 
-def check_tensors(config: GeneratorConfig, tensors: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
-    """Refuse ``tensors`` unless their names, shapes and kinds are exactly what ``config`` implies."""
-    expected = expected_tensors(config, source)
+def check_budget(config: GeneratorConfig, tensors: Mapping[str, Any], source: str) -> None:
+    """Refuse a configuration that implies more weights than the file holds, before allocating.
+
+    A config claiming 2048 channels at 1024^2 beside a few kilobytes of weights is refused from
+    the numbers alone; the generator built after this costs about as much memory as the file.
+    """
+    held = sum(t.numel() for t in tensors.values() if isinstance(t, torch.Tensor))
+    try:
+        implied = implied_weights(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: cannot build a generator for the recovered configuration: {exc}") from exc
+    if implied > held:
+        raise CheckpointError(f"{source}: the recovered configuration ({describe(config)}) implies at least "
+                              f"{implied:,} style-layer weights, but the file holds {held:,} tensor elements in all")
+
+
+def check_tensors(expected: Mapping[str, torch.Tensor], tensors: Mapping[str, Any], config: GeneratorConfig,
+                  source: str) -> None:
+    """Refuse ``tensors`` unless their names, shapes and kinds are exactly the generator's (``expected``)."""
     missing = [k for k in expected if k not in tensors and not _is_derived(k)]
     unexpected = [str(k) for k in tensors if k not in expected]
     if missing or unexpected:
@@ -83,19 +95,19 @@ def check_tensors(config: GeneratorConfig, tensors: Mapping[str, Any], source: s
     if mismatched:
         raise CheckpointError(f"{source}: tensor shapes contradict the recovered configuration "
                               f"({describe(config)}): {_listing(mismatched)}")
-    return expected
 
 
 def build_loaded_generator(config: GeneratorConfig, tensors: Mapping[str, torch.Tensor], *, source: str,
                            backend: str | None = "auto", device: torch.device | str | None = None) -> Generator:
-    """A generator for ``config`` holding ``tensors``; strict names, shapes checked first (on ``meta``)."""
-    check_tensors(config, tensors, source)
+    """A generator for ``config`` holding ``tensors``; budget, strict names and shapes checked first."""
+    check_budget(config, tensors, source)
     with torch.random.fork_rng(devices=[]):  # loading must not move the caller's RNG stream
         try:
             G = Generator(config, backend=backend)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: cannot build a generator for the recovered configuration: {exc}") from exc
     expected = G.state_dict()
+    check_tensors(expected, tensors, config, source)
     for name, value in tensors.items():
         if _is_derived(name) and not torch.allclose(value.double(), expected[name].double(), atol=1e-6):
             raise CheckpointError(f"{source}: {name} differs from the filter implied by resample_filter="

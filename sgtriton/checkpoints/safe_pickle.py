@@ -50,9 +50,10 @@ A checkpoint is held to what it contains before anything is allocated:
 * numpy arrays and ``_frombuffer``: shape x itemsize must equal the bytes supplied;
 * unpickled structures are at most :data:`MAX_NESTING` levels deep and acyclic; the native
   format's JSON header at most :data:`~sgtriton.checkpoints.native.MAX_JSON_NESTING`;
-* configuration values are validated (types, ranges, finiteness) and the tensors a configuration
-  implies are computed on the ``meta`` device and compared with the file's before a generator is
-  allocated (``assemble``).
+* configuration values are validated (types, ranges, finiteness, limits) before anything is built,
+  and the weights a configuration implies (from its graph, no tensors) must not exceed the tensor
+  elements the file holds, so the generator built next costs about what the file does; its
+  state-dict names and shapes are then compared exactly (``assemble``).
 """
 
 from __future__ import annotations
