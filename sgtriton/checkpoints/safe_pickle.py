@@ -135,6 +135,12 @@ def remaining_bytes(f: IO[bytes]) -> int | None:
         return None
 
 
+def _name(obj: Any) -> str:
+    """How an error names a value a pickle tried to call: its qualified name, else a short repr."""
+    name = getattr(obj, "__qualname__", None)
+    return f"{type(obj).__name__} {name}" if isinstance(name, str) else quote(obj, 40)
+
+
 _UnpicklerBase: type = pickle._Unpickler  # the pure-Python unpickler, whose opcodes we can narrow
 _OP = {name: code[0] for name, code in vars(pickle).items()
        if name.isupper() and isinstance(code, bytes) and len(code) == 1}
@@ -196,7 +202,7 @@ class RestrictedUnpickler(_UnpicklerBase):
         args = self.stack.pop()
         cls = self.stack.pop()
         if cls not in _INERT_CLASSES or args:
-            raise CheckpointError(f"{self._context}: NEWOBJ of {quote(cls, 40)}; only sgtriton's inert records "
+            raise CheckpointError(f"{self._context}: NEWOBJ of {_name(cls)}; only sgtriton's inert records "
                                   f"are built this way")
         obj = cls.__new__(cls)
         self._buildable[id(obj)] = obj
@@ -322,9 +328,9 @@ _D[_OP["PUT"]] = RestrictedUnpickler._load_put
 _D[_OP["BINPUT"]] = RestrictedUnpickler._load_binput
 _D[_OP["LONG_BINPUT"]] = RestrictedUnpickler._load_long_binput
 _D[_OP["MEMOIZE"]] = RestrictedUnpickler._load_memoize
-for _name in ("NEWOBJ_EX", "EXT1", "EXT2", "EXT4"):
-    _D[_OP[_name]] = RestrictedUnpickler._load_refused
-del _D, _name
+for _refused in ("NEWOBJ_EX", "EXT1", "EXT2", "EXT4"):
+    _D[_OP[_refused]] = RestrictedUnpickler._load_refused
+del _D, _refused
 
 _CORRUPT = (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error,
             UnicodeDecodeError, RecursionError, OverflowError, MemoryError, ZeroDivisionError, RuntimeError)
