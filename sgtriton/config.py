@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +19,54 @@ from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
 ARCHITECTURES = ("orig", "skip", "resnet")
 MAPPING_FLAVOURS = ("stylegan2", "stylegan1")
 
+# Limits on the numbers a configuration may hold. They are far above every published network
+# (1024^2, 512 channels, 8 mapping layers) and keep a configuration read from an untrusted file
+# from asking for unbounded work before its tensors are checked.
+MAX_RESOLUTION = 2**14
+MAX_FEATURES = 2**16  # z_dim, c_dim, w_dim, channel_max, mapping layer widths
+MAX_CHANNEL_BASE = 2**31
+MAX_MAPPING_LAYERS = 64
+MAX_IMG_CHANNELS = 64
+MAX_FILTER_TAPS = 16
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}: expected an int >= {minimum}")
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"{name}={_quote(value)}: expected an int >= {minimum}{upper}")
+
+
+def _quote(value: Any) -> str:
+    """``repr`` that survives what a hostile file can put in a config (huge ints, deep lists)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _finite_number(name: str, value: Any, *, positive: bool = False, unit_interval: bool = False) -> float:
+    """``value`` as a float after checking it is a finite real number (ints included, bools not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}={_quote(value)}: expected a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name}={_quote(value)}: expected a finite number")
+    if positive and not number > 0:
+        raise ValueError(f"{name}={_quote(value)}: expected a number > 0")
+    if unit_interval and not 0 <= number <= 1:
+        raise ValueError(f"{name}={_quote(value)}: expected a number in [0, 1]")
+    return number
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
 
 
 @dataclass(frozen=True)
@@ -41,15 +86,16 @@ class MappingConfig:
     flavour: str = "stylegan2"
 
     def __post_init__(self) -> None:
-        _check_positive_int("mapping_kwargs.num_layers", self.num_layers)
+        _check_positive_int("mapping_kwargs.num_layers", self.num_layers, maximum=MAX_MAPPING_LAYERS)
         for name in ("embed_features", "layer_features"):
             value = getattr(self, name)
             if value is not None:
-                _check_positive_int(f"mapping_kwargs.{name}", value)
-        if not self.lr_multiplier > 0:
-            raise ValueError(f"mapping_kwargs.lr_multiplier={self.lr_multiplier!r}: expected a number > 0")
+                _check_positive_int(f"mapping_kwargs.{name}", value, maximum=MAX_FEATURES)
+        _set(self, "lr_multiplier", _finite_number("mapping_kwargs.lr_multiplier", self.lr_multiplier, positive=True))
+        if self.w_avg_beta is not None:
+            _set(self, "w_avg_beta", _finite_number("mapping_kwargs.w_avg_beta", self.w_avg_beta, unit_interval=True))
         if self.flavour not in MAPPING_FLAVOURS:
-            raise ValueError(f"mapping_kwargs.flavour={self.flavour!r}: expected one of {MAPPING_FLAVOURS}")
+            raise ValueError(f"mapping_kwargs.flavour={_quote(self.flavour)}: expected one of {MAPPING_FLAVOURS}")
 
 
 @dataclass(frozen=True)
@@ -69,14 +115,26 @@ class SynthesisConfig:
     resample_filter: tuple[int, ...] = STYLEGAN_FILTER
 
     def __post_init__(self) -> None:
-        _check_positive_int("synthesis_kwargs.channel_base", self.channel_base)
-        _check_positive_int("synthesis_kwargs.channel_max", self.channel_max)
-        _check_positive_int("synthesis_kwargs.num_fp16_res", self.num_fp16_res, minimum=0)
-        if self.conv_clamp is not None and not self.conv_clamp > 0:
-            raise ValueError(f"synthesis_kwargs.conv_clamp={self.conv_clamp!r}: expected None or a number > 0")
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"synthesis_kwargs.architecture={self.architecture!r}: expected one of {ARCHITECTURES}")
-        object.__setattr__(self, "resample_filter", tuple(self.resample_filter))
+        _check_positive_int("synthesis_kwargs.channel_base", self.channel_base, maximum=MAX_CHANNEL_BASE)
+        _check_positive_int("synthesis_kwargs.channel_max", self.channel_max, maximum=MAX_FEATURES)
+        _check_positive_int("synthesis_kwargs.num_fp16_res", self.num_fp16_res, minimum=0,
+                            maximum=int(math.log2(MAX_RESOLUTION)))
+        if self.conv_clamp is not None:
+            _set(self, "conv_clamp", _finite_number("synthesis_kwargs.conv_clamp", self.conv_clamp, positive=True))
+        if not isinstance(self.architecture, str) or self.architecture not in ARCHITECTURES:
+            raise ValueError(f"synthesis_kwargs.architecture={_quote(self.architecture)}: expected one of "
+                             f"{ARCHITECTURES}")
+        if not isinstance(self.use_noise, bool):
+            raise ValueError(f"synthesis_kwargs.use_noise={_quote(self.use_noise)}: expected True or False")
+        taps = self.resample_filter
+        if not isinstance(taps, (tuple, list)) or not 1 <= len(taps) <= MAX_FILTER_TAPS:
+            raise ValueError(f"synthesis_kwargs.resample_filter={_quote(taps)}: expected a list of 1 to "
+                             f"{MAX_FILTER_TAPS} numbers, e.g. [1, 3, 3, 1]")
+        taps = tuple(_finite_number("synthesis_kwargs.resample_filter", t) for t in taps)
+        if not sum(taps) > 0:
+            raise ValueError(f"synthesis_kwargs.resample_filter={_quote(self.resample_filter)}: the taps must sum "
+                             f"to a positive number (the filter is normalised by its sum)")
+        _set(self, "resample_filter", tuple(int(t) if t.is_integer() else t for t in taps))
 
 
 @dataclass(frozen=True)
@@ -97,17 +155,28 @@ class GeneratorConfig:
     truncation_cutoff: int | None = None
 
     def __post_init__(self) -> None:
-        _check_positive_int("z_dim", self.z_dim, minimum=0)
-        _check_positive_int("c_dim", self.c_dim, minimum=0)
-        _check_positive_int("w_dim", self.w_dim)
-        _check_positive_int("img_channels", self.img_channels)
+        _check_positive_int("z_dim", self.z_dim, minimum=0, maximum=MAX_FEATURES)
+        _check_positive_int("c_dim", self.c_dim, minimum=0, maximum=MAX_FEATURES)
+        _check_positive_int("w_dim", self.w_dim, maximum=MAX_FEATURES)
+        _check_positive_int("img_channels", self.img_channels, maximum=MAX_IMG_CHANNELS)
         if self.z_dim == 0 and self.c_dim == 0:
             raise ValueError("z_dim=0, c_dim=0: at least one of them must be positive")
+        if not isinstance(self.mapping, MappingConfig) or not isinstance(self.synthesis, SynthesisConfig):
+            raise ValueError("mapping / synthesis: expected a MappingConfig and a SynthesisConfig")
         res = self.img_resolution
-        if isinstance(res, bool) or not isinstance(res, int) or res < 4 or res & (res - 1):
-            raise ValueError(f"img_resolution={res!r}: expected a power of two >= 4 (4, 8, ..., 1024)")
+        if isinstance(res, bool) or not isinstance(res, int) or res < 4 or res > MAX_RESOLUTION or res & (res - 1):
+            raise ValueError(f"img_resolution={_quote(res)}: expected a power of two from 4 to {MAX_RESOLUTION} "
+                             f"(4, 8, ..., 1024)")
+        if self.synthesis.channel_base < res:
+            raise ValueError(f"synthesis_kwargs.channel_base={self.synthesis.channel_base}: gives no feature maps at "
+                             f"{res}x{res} (channels = channel_base // resolution); expected >= {res}")
         if not isinstance(self.block, str) or not self.block:
-            raise ValueError(f"block={self.block!r}: expected a registered block name")
+            raise ValueError(f"block={_quote(self.block)}: expected a registered block name")
+        if not isinstance(self.block_kwargs, dict) or not all(isinstance(k, str) for k in self.block_kwargs):
+            raise ValueError(f"block_kwargs={_quote(self.block_kwargs)}: expected a dict with str keys")
+        _set(self, "truncation_psi", _finite_number("truncation_psi", self.truncation_psi))
+        if self.truncation_cutoff is not None:
+            _check_positive_int("truncation_cutoff", self.truncation_cutoff, minimum=0, maximum=MAX_FEATURES)
 
     @property
     def resolution_log2(self) -> int:
@@ -132,10 +201,22 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        """The inverse of :meth:`to_dict`; unknown or mistyped fields raise ``ValueError`` naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"config: expected a dict, got {type(data).__name__}")
         data = dict(data)
-        mapping = MappingConfig(**data.pop("mapping", {}))
-        synthesis = SynthesisConfig(**data.pop("synthesis", {}))
-        return cls(mapping=mapping, synthesis=synthesis, **data)
+        parts = {}
+        for key, kind in (("mapping", MappingConfig), ("synthesis", SynthesisConfig)):
+            part = data.pop(key, {})
+            fields = {f.name for f in dataclasses.fields(kind)}
+            if not isinstance(part, dict) or not set(part) <= fields:
+                raise ValueError(f"config.{key}: expected a dict with keys among {sorted(fields)}, got "
+                                 f"{_quote(part if not isinstance(part, dict) else sorted(map(str, part)))}")
+            parts[key] = kind(**part)
+        unknown = sorted(map(str, set(data) - _TOP_KEYS))
+        if unknown:
+            raise ValueError(f"config: unexpected keys {unknown[:8]}; expected some of {sorted(_TOP_KEYS)}")
+        return cls(**parts, **data)
 
 
 # The preset table: StyleGAN1 config A, the revised architecture (Fig. 2c), and StyleGAN2 configs.

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sgtriton.files import atomic_write
+
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
@@ -64,8 +66,20 @@ def to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array, mode)
 
 
-def save_image(array: np.ndarray, path: str | Path) -> None:
-    to_pil(array).save(path)
+def save_image(image: np.ndarray | Image.Image, path: str | Path) -> Path:
+    """Write ``image`` (``[H, W, C]`` uint8 or a PIL image) to ``path`` atomically.
+
+    The file format follows the suffix (``.png``, ``.jpg`` ...). The image goes to a temporary file
+    in the same folder, is fsynced, then renamed over ``path`` (:func:`sgtriton.files.atomic_write`):
+    an interrupted run leaves the old file or the new one, and a symlink planted at ``path`` is
+    replaced, never written through.
+    """
+    pil = image if isinstance(image, Image.Image) else to_pil(image)
+    suffix = Path(path).suffix.lower()
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format is None:
+        raise ValueError(f"path={str(path)!r}: unknown image suffix {suffix!r}; expected e.g. .png or .jpg")
+    return atomic_write(path, lambda handle: pil.save(handle, format=image_format))
 
 
 def grid_columns(count: int) -> int:

@@ -11,20 +11,25 @@ else ``~/.cache/sgtriton``), for example ``~/.cache/sgtriton/autotune/nvidia-h10
 An entry is found by kernel name, the kernel's :func:`~sgtriton.autotune.environment.source_hash`
 and the shape bucket (which carries the dtype); the file as a whole belongs to one
 :class:`~sgtriton.autotune.environment.Environment`. A file written by other Triton or torch
-versions is *stale*, and a file that does not parse is *corrupt*: either is reported once (a
-:class:`TuningCacheWarning`), ignored, and replaced by the next write. Nothing here raises on a bad
+versions is *stale*: reported once (a :class:`TuningCacheWarning`), ignored, and replaced by the
+next write. A file that cannot be used at all -- unreadable, not UTF-8, not JSON, nested deeper
+than :data:`MAX_JSON_NESTING`, numbers too long or not finite, a folder where the file should be --
+is *corrupt*: reported once, renamed aside to ``<file>.corrupt-<time>`` (so it is kept for
+inspection and can never wedge the cache) and rebuilt from scratch. Nothing here raises on a bad
 file or an unwritable directory.
 
-Writes are atomic (a temporary file in the same directory, then ``os.replace``) and merge under a
-lock file (``<file>.lock``), so two processes tuning at once both keep their entries.
+Writes are atomic (:func:`sgtriton.files.atomic_write`: a temporary file in the same directory,
+fsync, ``os.replace``; permissions follow the umask) and merge under a lock file
+(``<file>.lock``), so two processes tuning at once both keep their entries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-import tempfile
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -33,10 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from sgtriton.autotune.environment import Environment
+from sgtriton.files import atomic_write
 from sgtriton.ops._runtime import KernelConfig, KernelSpec, default_cache_root
 
 SCHEMA = 1
 LOCK_TIMEOUT_S = 60.0
+#: Deepest JSON nesting a tuning file may have (ours: 5).
+MAX_JSON_NESTING = 16
+#: Suffix of a corrupt tuning file set aside (followed by a UTC time stamp).
+CORRUPT_SUFFIX = ".corrupt-"
 
 
 class TuningCacheWarning(UserWarning):
@@ -125,7 +135,7 @@ class CacheEntry:
                 timings={str(k): _optional_float(v) for k, v in dict(data.get("timings", {})).items()},
                 tuning_s=float(data.get("tuning_s", 0.0)), tuned_at=str(data.get("tuned_at", "")),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             return None
         return entry if isinstance(entry.config.get("meta"), dict) else None
 
@@ -135,7 +145,15 @@ def entry_key(kernel: str, source_hash: str, bucket: str) -> str:
 
 
 def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    """``None`` or a finite float (anything else makes the entry malformed)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{number} is not finite")
+    return number
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,31 +175,71 @@ class CacheFile:
 def read_cache_file(path: Path) -> CacheFile:
     """Read one tuning file without raising; a missing file is an empty, problem-free one."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return _parse_cache_file(path)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError, MemoryError) as exc:
+        return CacheFile(path, None, {}, problem=f"is not a valid tuning table ({type(exc).__name__}: "
+                                                 f"{str(exc)[:120]})")
+
+
+def _parse_cache_file(path: Path) -> CacheFile:
+    try:
+        raw = path.read_bytes()
     except FileNotFoundError:
         return CacheFile(path, None, {})
-    except OSError as exc:
-        return CacheFile(path, None, {}, problem=f"cannot be read ({exc})")
+    except OSError as exc:  # a folder named *.json, no permission ...
+        return CacheFile(path, None, {}, problem=f"cannot be read ({exc.strerror or exc})")
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return CacheFile(path, None, {}, problem=f"is not valid JSON ({exc})")
+        data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError as exc:
+        return CacheFile(path, None, {}, problem=f"is not UTF-8 text ({exc})")
+    except RecursionError:
+        return CacheFile(path, None, {}, problem="is nested too deeply to be a tuning table")
+    except ValueError as exc:  # JSONDecodeError, integers over Python's digit limit, NaN / Infinity
+        return CacheFile(path, None, {}, problem=f"is not valid JSON ({str(exc)[:120]})")
+    if _depth(data) > MAX_JSON_NESTING:
+        return CacheFile(path, None, {}, problem=f"nests more than {MAX_JSON_NESTING} levels deep")
     if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
         return CacheFile(path, None, {}, problem="does not hold a tuning table (no 'entries' object)")
     if data.get("schema") != SCHEMA:
-        return CacheFile(path, None, {}, problem=f"has schema {data.get('schema')!r}, expected {SCHEMA}")
+        return CacheFile(path, None, {}, problem=f"has schema {str(data.get('schema'))[:40]}, expected {SCHEMA}")
     environment = Environment.from_dict(data.get("environment"))
     if environment is None:
         return CacheFile(path, None, {}, problem="has no valid 'environment' record")
     entries: dict[str, CacheEntry] = {}
     skipped = 0
-    for raw in data["entries"].values():
-        entry = CacheEntry.from_json(raw)
+    for raw_entry in data["entries"].values():
+        entry = CacheEntry.from_json(raw_entry)
         if entry is None:
             skipped += 1
         else:
             entries[entry.key] = entry
     return CacheFile(path, environment, entries, skipped=skipped)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (iterative: the parser already bounded it by the recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a corrupt tuning file (or folder) to ``<name>.corrupt-<UTC time>``; ``None`` if it is gone."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{stamp}-{os.getpid()}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
 
 
 def cache_files(root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -191,17 +249,23 @@ def cache_files(root: str | os.PathLike[str] | None = None) -> list[Path]:
 
 
 def clear_cache(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Delete every tuning file (and lock file) under ``root``; return the tuning files removed."""
-    removed = []
+    """Delete every tuning file (with lock, temporary and set-aside files, and any folder wrongly
+    named like one) under ``root``; return the tuning files removed."""
+    removed: list[Path] = []
     folder = autotune_dir(root)
     if not folder.is_dir():
         return removed
     for path in sorted(folder.iterdir()):
-        if path.name.endswith((".json", ".json.lock", ".json.part")):
-            with contextlib.suppress(FileNotFoundError):
+        name = path.name
+        if not (name.endswith((".json", ".json.lock", ".json.part", ".tmp")) or f".json{CORRUPT_SUFFIX}" in name):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
                 path.unlink()
-                if path.suffix == ".json":
-                    removed.append(path)
+            if name.endswith(".json"):
+                removed.append(path)
     return removed
 
 
@@ -232,11 +296,25 @@ class TuningCache:
             self.generation += 1
         return self._entries
 
-    def _usable_entries(self, file: CacheFile) -> dict[str, CacheEntry]:
-        """The entries of ``file`` that belong to this environment (reporting a bad file once)."""
+    def _usable_entries(self, file: CacheFile, locked: bool = False) -> dict[str, CacheEntry]:
+        """The entries of ``file`` that belong to this environment (reporting a bad file once).
+
+        A corrupt file is set aside (under the lock, after reading it again, so a good file another
+        process has just written is never moved) and the cache starts empty.
+        """
         if file.problem is not None:
+            aside = None
+            try:
+                if locked:
+                    aside = set_aside(self.path) if read_cache_file(self.path).problem else None
+                else:
+                    with _file_lock(self.path.with_name(self.path.name + ".lock")):
+                        aside = set_aside(self.path) if read_cache_file(self.path).problem else None
+            except OSError:
+                pass  # reported below; the next store tries again
+            where = f"moved it to {aside.name}" if aside is not None else "ignoring it"
             report_once(str(self.path), "corrupt", f"sgtriton autotune cache {self.path} {file.problem}; "
-                        f"ignoring it (it will be rewritten by the next tuning run)")
+                        f"{where} and ignoring it (a fresh file is written by the next tuning run)")
             return {}
         if file.environment is not None and file.environment != self.environment:
             old, new = file.environment, self.environment
@@ -276,7 +354,7 @@ class TuningCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with _file_lock(self.path.with_name(self.path.name + ".lock")):
-                merged = self._usable_entries(read_cache_file(self.path))
+                merged = self._usable_entries(read_cache_file(self.path), locked=True)
                 merged = _merge(merged, new)
                 _atomic_write_json(self.path, {
                     "schema": SCHEMA,
@@ -303,18 +381,7 @@ def _merge(existing: dict[str, CacheEntry], new: list[CacheEntry]) -> dict[str, 
 
 
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json.part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager

@@ -13,11 +13,13 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from sgtriton.checkpoints.errors import CheckpointError
 from sgtriton.config import GeneratorConfig, make_config
 from sgtriton.generator import Generator
+from sgtriton.graph.builder import build_graph
 
 #: Buffers every generator recomputes from its configuration (FIR filters); a file may omit them,
 #: and when it has them they must equal ours.
@@ -38,22 +40,41 @@ def make_checked_config(source: str, preset: str | None = None, **kwargs: Any) -
     """:func:`~sgtriton.config.make_config`, with its errors reported against ``source``."""
     try:
         return make_config(preset, **kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{source}: the recovered configuration is invalid: {exc}") from exc
 
 
-def build_loaded_generator(config: GeneratorConfig, tensors: Mapping[str, torch.Tensor], *, source: str,
-                           backend: str | None = "auto", device: torch.device | str | None = None) -> Generator:
-    """A generator for ``config`` holding ``tensors``; strict names, shapes checked first."""
-    with torch.random.fork_rng(devices=[]):  # loading must not move the caller's RNG stream
-        try:
-            G = Generator(config, backend=backend)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{source}: cannot build a generator for the recovered configuration: {exc}") from exc
-    expected = G.state_dict()
+def implied_weights(config: GeneratorConfig) -> int:
+    """A lower bound on the weights ``config`` implies, from its graph alone (no tensor is made).
 
+    Every style layer (``conv`` node) holds at least ``in_channels x out_channels`` weights,
+    whatever its block type.
+    """
+    return sum(node.in_channels * node.out_channels for node in build_graph(config).synthesis_nodes
+               if node.kind == "conv")
+
+
+def check_budget(config: GeneratorConfig, tensors: Mapping[str, Any], source: str) -> None:
+    """Refuse a configuration that implies more weights than the file holds, before allocating.
+
+    A config claiming 2048 channels at 1024^2 beside a few kilobytes of weights is refused from
+    the numbers alone; the generator built after this costs about as much memory as the file.
+    """
+    held = sum(t.numel() for t in tensors.values() if isinstance(t, torch.Tensor))
+    try:
+        implied = implied_weights(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: cannot build a generator for the recovered configuration: {exc}") from exc
+    if implied > held:
+        raise CheckpointError(f"{source}: the recovered configuration ({describe(config)}) implies at least "
+                              f"{implied:,} style-layer weights, but the file holds {held:,} tensor elements in all")
+
+
+def check_tensors(expected: Mapping[str, torch.Tensor], tensors: Mapping[str, Any], config: GeneratorConfig,
+                  source: str) -> None:
+    """Refuse ``tensors`` unless their names, shapes and kinds are exactly the generator's (``expected``)."""
     missing = [k for k in expected if k not in tensors and not _is_derived(k)]
-    unexpected = [k for k in tensors if k not in expected]
+    unexpected = [str(k) for k in tensors if k not in expected]
     if missing or unexpected:
         parts = []
         if missing:
@@ -75,6 +96,18 @@ def build_loaded_generator(config: GeneratorConfig, tensors: Mapping[str, torch.
         raise CheckpointError(f"{source}: tensor shapes contradict the recovered configuration "
                               f"({describe(config)}): {_listing(mismatched)}")
 
+
+def build_loaded_generator(config: GeneratorConfig, tensors: Mapping[str, torch.Tensor], *, source: str,
+                           backend: str | None = "auto", device: torch.device | str | None = None) -> Generator:
+    """A generator for ``config`` holding ``tensors``; budget, strict names and shapes checked first."""
+    check_budget(config, tensors, source)
+    with torch.random.fork_rng(devices=[]):  # loading must not move the caller's RNG stream
+        try:
+            G = Generator(config, backend=backend)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: cannot build a generator for the recovered configuration: {exc}") from exc
+    expected = G.state_dict()
+    check_tensors(expected, tensors, config, source)
     for name, value in tensors.items():
         if _is_derived(name) and not torch.allclose(value.double(), expected[name].double(), atol=1e-6):
             raise CheckpointError(f"{source}: {name} differs from the filter implied by resample_filter="
@@ -84,6 +117,17 @@ def build_loaded_generator(config: GeneratorConfig, tensors: Mapping[str, torch.
     G.load_state_dict(full, strict=True)
     G.eval().requires_grad_(False)
     return G.to(device) if device is not None else G
+
+
+def dim(value: Any, axis: int, name: str, source: str, ndim: int | None = None) -> int:
+    """``value.shape[axis]`` of the tensor or array ``name``, after checking it has ``ndim`` dims."""
+    shape = tuple(getattr(value, "shape", ()))
+    if not isinstance(value, (torch.Tensor, np.ndarray)) or (ndim is not None and len(shape) != ndim) \
+            or not -len(shape) <= axis < len(shape):
+        want = f"{ndim}-D" if ndim is not None else f"at least {axis + 1}-D"
+        raise CheckpointError(f"{source}: {name} has shape {list(shape)} ({type(value).__name__}), expected a {want} "
+                              f"tensor")
+    return int(shape[axis])
 
 
 def describe(config: GeneratorConfig) -> str:
@@ -103,6 +147,9 @@ def channel_layout(observed: Mapping[int, int], hint_base: int | None, hint_max:
     def fits(base: int, cmax: int) -> bool:
         return all(min(base // r, cmax) == c for r, c in observed.items())
 
+    hint_base = hint_base if _positive_int(hint_base) else None
+    hint_max = hint_max if _positive_int(hint_max) else None
+
     if hint_base and hint_max and fits(hint_base, hint_max):
         return int(hint_base), int(hint_max)
     cmax = max(observed.values())
@@ -116,6 +163,10 @@ def channel_layout(observed: Mapping[int, int], hint_base: int | None, hint_max:
         return int(base), int(cmax)
     raise CheckpointError(f"{source}: feature-map counts per resolution {dict(sorted(observed.items()))} "
                           f"cannot be written as min(channel_base // r, channel_max)")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40
 
 
 def fp16_layout(flags: Mapping[int, bool], hint: int | None, img_resolution: int, source: str) -> int:

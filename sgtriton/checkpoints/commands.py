@@ -32,7 +32,7 @@ from sgtriton.cli_options import (
     open_generator,
     random_weights_note,
 )
-from sgtriton.images import image_mode, seed_to_z, to_pil, to_uint8
+from sgtriton.images import image_mode, save_image, seed_to_z, to_pil, to_uint8
 
 
 @click.command("convert")
@@ -44,7 +44,7 @@ def convert_command(source: str, destination: str, fmt: str | None) -> None:
     """Convert IN (NVlabs/TensorFlow .pkl, rosinality .pt, sgtriton .safetensors) to native OUT."""
     try:
         G = convert(source, destination, format=fmt)
-    except CheckpointError as exc:
+    except (CheckpointError, ValueError) as exc:  # unreadable input; a destination that is the source
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {destination}: {describe(G.config)}")
 
@@ -99,7 +99,7 @@ def mix_command(network: str | None, preset: str | None, resolution: int | None,
                 images[(row, col)] = to_uint8(G.synthesis(w[None], noise_mode=noise_mode))[0]
 
     for (row, col), image in images.items():
-        to_pil(image).save(os.path.join(outdir, f"{row}-{col}.png"))
+        save_image(image, os.path.join(outdir, f"{row}-{col}.png"))
     size = G.img_resolution
     mode = image_mode(G.img_channels)
     canvas = PIL.Image.new(mode, (size * (len(col_seeds) + 1), size * (len(row_seeds) + 1)))
@@ -109,5 +109,5 @@ def mix_command(network: str | None, preset: str | None, resolution: int | None,
                 continue
             key = (col, col) if row is None else (row, row) if col is None else (row, col)
             canvas.paste(to_pil(images[key]), (size * j, size * i))
-    canvas.save(os.path.join(outdir, "grid.png"))
+    save_image(canvas, os.path.join(outdir, "grid.png"))
     click.echo(f"wrote {len(images)} images and grid.png to {outdir}")

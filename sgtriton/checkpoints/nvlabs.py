@@ -24,18 +24,20 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from sgtriton.checkpoints.assemble import (
     build_loaded_generator,
     channel_layout,
+    dim,
     fp16_layout,
     make_checked_config,
     single_value,
 )
-from sgtriton.checkpoints.errors import CheckpointError
+from sgtriton.checkpoints.errors import CheckpointError, quote
 from sgtriton.checkpoints.safe_pickle import PersistentRecord
-from sgtriton.config import GeneratorConfig
+from sgtriton.config import MAX_RESOLUTION, GeneratorConfig
 from sgtriton.generator import Generator
 from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
 
@@ -93,8 +95,17 @@ def refuse_stylegan3(record: PersistentRecord, source: str) -> None:
                               f"generators only, not StyleGAN3")
 
 
-def collect_tensors(record: PersistentRecord, source: str, prefix: str = "") -> dict[str, torch.Tensor]:
-    """State-dict names -> tensors, walking records like ``nn.Module.state_dict`` does."""
+def collect_tensors(record: PersistentRecord, source: str, prefix: str = "",
+                    seen: set[int] | None = None) -> dict[str, torch.Tensor]:
+    """State-dict names -> tensors, walking records like ``nn.Module.state_dict`` does.
+
+    A module reached twice is refused: NVlabs generators share none, and a file that repeats one
+    at every level would otherwise cost exponential time to walk.
+    """
+    seen = set() if seen is None else seen
+    if id(record) in seen:
+        raise CheckpointError(f"{source}: module {prefix.rstrip('.') or 'G_ema'} appears twice in G_ema's module tree")
+    seen.add(id(record))
     tensors: dict[str, torch.Tensor] = {}
     skip = record.non_persistent_buffers
     named = [*record.parameters.items(), *((k, v) for k, v in record.buffers.items() if k not in skip)]
@@ -110,7 +121,7 @@ def collect_tensors(record: PersistentRecord, source: str, prefix: str = "") -> 
         if not isinstance(child, PersistentRecord):
             raise CheckpointError(f"{source}: module {prefix}{name} is a {type(child).__name__}, "
                                   f"not a persistent NVlabs module")
-        tensors.update(collect_tensors(child, source, f"{prefix}{name}."))
+        tensors.update(collect_tensors(child, source, f"{prefix}{name}.", seen))
     return tensors
 
 
@@ -124,12 +135,29 @@ def _child(record: PersistentRecord, name: str, path: str, source: str) -> Persi
 def _int_attr(record: PersistentRecord, name: str, source: str) -> int:
     value = record.attr(name)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise CheckpointError(f"{source}: G_ema.{name}={value!r}, expected an int")
+        raise CheckpointError(f"{source}: G_ema.{name}={quote(value)}, expected an int")
     return value
 
 
-def _number(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _number(value: Any, name: str, source: str) -> float | None:
+    """A stored numeric attribute (Python or numpy number; ``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise CheckpointError(f"{source}: {name}={quote(value)} ({type(value).__name__}), expected a number")
+    try:
+        return float(value)
+    except OverflowError as exc:
+        raise CheckpointError(f"{source}: {name}={quote(value)} is too large for a number") from exc
+
+
+def _kwargs(value: Any, name: str, source: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise CheckpointError(f"{source}: G_ema {name} is a {type(value).__name__}, expected a dict of keyword "
+                              f"arguments")
+    return dict(value)
 
 
 def recover_config(record: PersistentRecord, tensors: Mapping[str, torch.Tensor], source: str) -> GeneratorConfig:
@@ -138,18 +166,19 @@ def recover_config(record: PersistentRecord, tensors: Mapping[str, torch.Tensor]
     flavour = "ada" if "synthesis_kwargs" in init_kwargs else "sg3"
     defaults = FLAVOUR_DEFAULTS[flavour]
     if flavour == "ada":
-        syn_kwargs = dict(init_kwargs.get("synthesis_kwargs") or {})
+        syn_kwargs = _kwargs(init_kwargs.get("synthesis_kwargs"), "_init_kwargs.synthesis_kwargs", source)
     else:
         syn_kwargs = {k: v for k, v in init_kwargs.items() if k not in _GENERATOR_KWARGS}
-    map_kwargs = dict(init_kwargs.get("mapping_kwargs") or {})
+    map_kwargs = _kwargs(init_kwargs.get("mapping_kwargs"), "_init_kwargs.mapping_kwargs", source)
 
     def hint(kwargs: Mapping[str, Any], key: str) -> Any:
         return kwargs.get(key, defaults[key])
 
     dims = {k: _int_attr(record, k, source) for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")}
     resolution = dims["img_resolution"]
-    if resolution < 4 or resolution & (resolution - 1):
-        raise CheckpointError(f"{source}: img_resolution={resolution} is not a power of two >= 4")
+    if not 4 <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
+        raise CheckpointError(f"{source}: G_ema.img_resolution={quote(resolution)}, expected a power of two from 4 "
+                              f"to {MAX_RESOLUTION}")
     synthesis = _child(record, "synthesis", "", source)
     mapping = _child(record, "mapping", "", source)
     resolutions = [2**i for i in range(2, int(math.log2(resolution)) + 1)]
@@ -165,23 +194,24 @@ def recover_config(record: PersistentRecord, tensors: Mapping[str, torch.Tensor]
     architecture = single_value((b.attr("architecture", hint(syn_kwargs, "architecture")) for b in blocks.values()),
                                 "architecture", source)
     use_noise = single_value((bool(layer.attr("use_noise", True)) for layer in layers), "use_noise", source)
-    conv_clamp = single_value((_number(m.attr("conv_clamp", hint(syn_kwargs, "conv_clamp"))) for m in layers + torgbs),
-                              "conv_clamp", source)
+    conv_clamp = single_value((_number(m.attr("conv_clamp", hint(syn_kwargs, "conv_clamp")), "conv_clamp", source)
+                               for m in layers + torgbs), "conv_clamp", source)
 
     observed = {}
     for r in resolutions:
         key = f"synthesis.b{r}.conv1.weight"
         if key not in tensors:
             raise CheckpointError(f"{source}: G_ema has no tensor {key}")
-        observed[r] = int(tensors[key].shape[0])
+        observed[r] = dim(tensors[key], 0, key, source, ndim=4)
     channel_base, channel_max = channel_layout(observed, hint(syn_kwargs, "channel_base"),
                                                hint(syn_kwargs, "channel_max"), source)
     num_fp16_res = fp16_layout({r: bool(b.attr("use_fp16", False)) for r, b in blocks.items()},
                                hint(syn_kwargs, "num_fp16_res"), resolution, source)
-    resample_filter = tuple(syn_kwargs.get("resample_filter", STYLEGAN_FILTER))
+    resample_filter = syn_kwargs.get("resample_filter", STYLEGAN_FILTER)  # the config checks its type
 
     fcs = sorted((int(name[2:]), child) for name, child in mapping.modules.items()
-                 if name.startswith("fc") and name[2:].isdigit() and isinstance(child, PersistentRecord))
+                 if name.startswith("fc") and name[2:].isdigit() and len(name) < 9
+                 and isinstance(child, PersistentRecord))
     if not fcs or [i for i, _ in fcs] != list(range(len(fcs))):
         raise CheckpointError(f"{source}: G_ema.mapping has no consecutive fc0, fc1, ... layers")
     for _, fc in fcs:
@@ -192,11 +222,11 @@ def recover_config(record: PersistentRecord, tensors: Mapping[str, torch.Tensor]
     w_avg_beta = mapping.attr("w_avg_beta", map_kwargs.get("w_avg_beta", defaults["w_avg_beta"]))
     w_dim = dims["w_dim"]
     embed = tensors.get("mapping.embed.weight")
-    embed_features = int(embed.shape[0]) if dims["c_dim"] and embed is not None else None
+    embed_features = dim(embed, 0, "mapping.embed.weight", source, 2) if dims["c_dim"] and embed is not None else None
     fc0 = tensors.get("mapping.fc0.weight")
     if fc0 is None:
         raise CheckpointError(f"{source}: G_ema has no tensor mapping.fc0.weight")
-    layer_features = int(fc0.shape[0]) if len(fcs) > 1 else None
+    layer_features = dim(fc0, 0, "mapping.fc0.weight", source, 2) if len(fcs) > 1 else None
 
     return make_checked_config(
         source, None, block="moddemod", **dims,
@@ -204,8 +234,8 @@ def recover_config(record: PersistentRecord, tensors: Mapping[str, torch.Tensor]
             "num_layers": len(fcs),
             "embed_features": None if embed_features == w_dim else embed_features,
             "layer_features": None if layer_features == w_dim else layer_features,
-            "lr_multiplier": float(lr_multiplier),
-            "w_avg_beta": _number(w_avg_beta),
+            "lr_multiplier": _number(lr_multiplier, "mapping.fc0.bias_gain", source),
+            "w_avg_beta": _number(w_avg_beta, "mapping.w_avg_beta", source),
         },
         synthesis_kwargs={
             "channel_base": channel_base, "channel_max": channel_max, "num_fp16_res": num_fp16_res,

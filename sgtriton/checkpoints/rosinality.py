@@ -32,9 +32,10 @@ from typing import Any
 
 import torch
 
-from sgtriton.checkpoints.assemble import build_loaded_generator, channel_layout, make_checked_config
+from sgtriton.checkpoints.assemble import build_loaded_generator, channel_layout, dim, make_checked_config
 from sgtriton.checkpoints.errors import CheckpointError
 from sgtriton.checkpoints.safe_pickle import NamespaceRecord
+from sgtriton.config import MAX_RESOLUTION
 from sgtriton.generator import Generator
 from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter
 
@@ -82,13 +83,20 @@ def generator_from_rosinality(data: Any, *, source: str, backend: str | None = "
     log_size = n_rgbs + 2
     size = 2**log_size
     # rosinality has z_dim == w_dim == style_dim; read each from its own layer anyway.
-    z_dim = int(_tensor(state, "style.1.weight", source).shape[1])
-    hidden = int(_tensor(state, "style.1.weight", source).shape[0])
-    w_dim = int(_tensor(state, f"style.{n_mlp}.weight", source).shape[0])
-    img_channels = int(_tensor(state, "to_rgb1.conv.weight", source).shape[1])
-    observed = {4: int(_tensor(state, "conv1.conv.weight", source).shape[1])}
+    if log_size > MAX_RESOLUTION.bit_length() - 1:
+        raise CheckpointError(f"{source}: {n_rgbs} to_rgbs layers imply {2**log_size}x{2**log_size} images, more "
+                              f"than {MAX_RESOLUTION}x{MAX_RESOLUTION}")
+
+    def shape(key: str, axis: int, ndim: int) -> int:
+        return dim(_tensor(state, key, source), axis, key, source, ndim)
+
+    z_dim = shape("style.1.weight", 1, 2)
+    hidden = shape("style.1.weight", 0, 2)
+    w_dim = shape(f"style.{n_mlp}.weight", 0, 2)
+    img_channels = shape("to_rgb1.conv.weight", 1, 5)
+    observed = {4: shape("conv1.conv.weight", 1, 5)}
     for k in range(3, log_size + 1):
-        observed[2**k] = int(_tensor(state, f"convs.{2 * (k - 3) + 1}.conv.weight", source).shape[1])
+        observed[2**k] = shape(f"convs.{2 * (k - 3) + 1}.conv.weight", 1, 5)
     channel_base, channel_max = channel_layout(observed, 16384 * 2, 512, source)
     inferred = {"size": size, "n_mlp": n_mlp, "latent": w_dim}
     # The multiplier is defined for rosinality's own layout only, and only visible below the cap.
@@ -99,7 +107,7 @@ def generator_from_rosinality(data: Any, *, source: str, backend: str | None = "
     tensors = nvlabs_tensors(state, n_mlp, log_size, source)
     has_avg = isinstance(latent_avg, torch.Tensor)
     if has_avg:
-        tensors["mapping.w_avg"] = latent_avg.reshape(-1)
+        tensors["mapping.w_avg"] = _reshaped(latent_avg, [-1], "latent_avg", source)
     config = make_checked_config(
         source, None, block="moddemod", z_dim=z_dim, c_dim=0, w_dim=w_dim, img_resolution=size,
         img_channels=img_channels,
@@ -154,8 +162,10 @@ def nvlabs_tensors(state: Mapping[str, Any], n_mlp: int, log_size: int, source: 
         out[f"{dst}.affine.weight"] = take(f"{src}.conv.modulation.weight")
         out[f"{dst}.affine.bias"] = take(f"{src}.conv.modulation.bias")
         out[f"{dst}.bias"] = take(f"{src}.activate.bias")
-        out[f"{dst}.noise_strength"] = take(f"{src}.noise.weight").reshape([])
-        out[f"{dst}.noise_const"] = take(f"noises.noise_{noise}")[0, 0]
+        out[f"{dst}.noise_strength"] = _reshaped(take(f"{src}.noise.weight"), [], f"{src}.noise.weight", source)
+        noise_map = take(f"noises.noise_{noise}")
+        dim(noise_map, 0, f"noises.noise_{noise}", source, 4)
+        out[f"{dst}.noise_const"] = noise_map[0, 0]
         if f"{src}.conv.blur.kernel" in state:
             _check_kernel(take(f"{src}.conv.blur.kernel"), f"{src}.conv.blur.kernel", source)
 
@@ -163,7 +173,7 @@ def nvlabs_tensors(state: Mapping[str, Any], n_mlp: int, log_size: int, source: 
         out[f"{dst}.weight"] = _squeeze0(take(f"{src}.conv.weight"), f"{src}.conv.weight", source)
         out[f"{dst}.affine.weight"] = take(f"{src}.conv.modulation.weight")
         out[f"{dst}.affine.bias"] = take(f"{src}.conv.modulation.bias")
-        out[f"{dst}.bias"] = take(f"{src}.bias").reshape(-1)
+        out[f"{dst}.bias"] = _reshaped(take(f"{src}.bias"), [-1], f"{src}.bias", source)
         if f"{src}.upsample.kernel" in state:
             _check_kernel(take(f"{src}.upsample.kernel"), f"{src}.upsample.kernel", source)
 
@@ -179,6 +189,14 @@ def nvlabs_tensors(state: Mapping[str, Any], n_mlp: int, log_size: int, source: 
         raise CheckpointError(f"{source}: g_ema has keys a rosinality StyleGAN2 generator of size {2**log_size} "
                               f"does not: {unused[:8]}")
     return out
+
+
+def _reshaped(value: Any, shape: list[int], key: str, source: str) -> torch.Tensor:
+    """``value.reshape(shape)`` for a tensor whose element count allows it; else a clean error."""
+    if not isinstance(value, torch.Tensor) or (shape == [] and value.numel() != 1) or value.ndim == 0 and shape:
+        raise CheckpointError(f"{source}: {key} has shape {list(getattr(value, 'shape', []))}, expected "
+                              f"{'one element' if shape == [] else 'a vector'}")
+    return value.reshape(shape)
 
 
 def _squeeze0(value: torch.Tensor, key: str, source: str) -> torch.Tensor:

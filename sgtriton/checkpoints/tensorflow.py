@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from sgtriton.checkpoints.assemble import build_loaded_generator, channel_layout, make_checked_config
-from sgtriton.checkpoints.errors import CheckpointError
+from sgtriton.checkpoints.errors import CheckpointError, quote
 from sgtriton.checkpoints.safe_pickle import TFNetworkRecord
 from sgtriton.config import GeneratorConfig
 from sgtriton.generator import Generator
@@ -71,7 +71,12 @@ class _Variables:
         self.values: dict[str, Any] = {}
         self.used: set[str] = set()
 
+        seen: set[int] = set()
+
         def add(prefix: str, net: TFNetworkRecord) -> None:
+            if id(net) in seen:
+                raise CheckpointError(f"{source}: TensorFlow network {net.name!r} appears twice among Gs's components")
+            seen.add(id(net))
             for name, value in net.variables.items():
                 self.values[prefix + name] = value
             for name, component in net.components.items():
@@ -92,26 +97,49 @@ class _Variables:
             raise CheckpointError(f"{self.source}: the TensorFlow network has no variable {name!r}")
         self.used.add(name)
         try:
-            array = np.asarray(self.values[name], dtype=np.float32)
+            value = self.values[name]
+            if not isinstance(value, (np.ndarray, np.generic)):
+                raise TypeError(f"a {type(value).__name__}, not a numpy array")
+            array = np.asarray(value, dtype=np.float32)
             return torch.from_numpy(np.array(transform(array), dtype=np.float32, order="C"))
         except (TypeError, ValueError, IndexError) as exc:
             raise CheckpointError(f"{self.source}: variable {name!r} (shape "
                                   f"{getattr(self.values[name], 'shape', '?')}) cannot be converted: {exc}") from exc
 
-    def shape(self, name: str) -> tuple[int, ...]:
+    def shape(self, name: str, ndim: int | None = None) -> tuple[int, ...]:
         if name not in self.values:
             raise CheckpointError(f"{self.source}: the TensorFlow network has no variable {name!r}")
-        return tuple(np.shape(self.values[name]))
+        value = self.values[name]
+        shape = tuple(value.shape) if isinstance(value, (np.ndarray, np.generic)) else None
+        if shape is None or (ndim is not None and len(shape) != ndim):
+            raise CheckpointError(f"{self.source}: variable {name!r} has shape {list(shape or [])} "
+                                  f"({type(value).__name__}), expected a {ndim}-D array")
+        return shape
 
     def scalar(self, name: str) -> float:
         self.used.add(name)
-        return float(np.asarray(self.values[name]).reshape(-1)[0])
+        value = self.values[name]
+        if not isinstance(value, (np.ndarray, np.generic, int, float)) or np.size(value) != 1:
+            raise CheckpointError(f"{self.source}: variable {name!r} should hold one number, got "
+                                  f"{type(value).__name__} of shape {list(np.shape(value))}")
+        return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
 
     def refuse_leftovers(self, ignorable: Callable[[str], bool]) -> None:
         left = sorted(n for n in self.values if n not in self.used and not ignorable(n))
         if left:
             raise CheckpointError(f"{self.source}: TensorFlow variables that sgtriton's generator has no place for "
                                   f"(a variant it does not implement): {left[:8]}")
+
+
+def _kw_number(kwargs: dict[str, Any], key: str, default: Any, source: str) -> Any:
+    """A numeric static kwarg (``None`` kept), refused by name when it is anything else."""
+    value = kwargs.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise CheckpointError(f"{source}: TensorFlow kwarg {key}={quote(value)} ({type(value).__name__}), expected "
+                              f"a number")
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _dense(a: np.ndarray) -> np.ndarray:
@@ -178,7 +206,7 @@ def generator_from_tensorflow(data: Any, *, source: str, backend: str | None = "
 
 
 def _resolutions(variables: _Variables, source: str) -> list[int]:
-    found = sorted({int(m.group(1)) for m in variables.names(r"synthesis/(\d+)x\1/.*")})
+    found = sorted({int(m.group(1)) for m in variables.names(r"synthesis/(\d{1,6})x\1/.*")})
     if not found or found[0] != 4 or found != [2**i for i in range(2, len(found) + 2)]:
         raise CheckpointError(f"{source}: synthesis blocks {found} are not 4x4, 8x8, ... consecutively")
     return found
@@ -194,27 +222,27 @@ def _check_lod(variables: _Variables, source: str) -> None:
 def _mapping(variables: _Variables, kwargs: dict[str, Any], tensors: dict[str, torch.Tensor],
              label_var: str | None) -> dict[str, Any]:
     """Mapping tensors and dims; ``label_var`` is the TF label layer's scope, when any."""
-    layers = sorted(int(m.group(1)) for m in variables.names(r"mapping/Dense(\d+)/weight"))
+    layers = sorted(int(m.group(1)) for m in variables.names(r"mapping/Dense(\d{1,6})/weight"))
     if layers != list(range(len(layers))) or not layers:
         raise CheckpointError(f"{variables.source}: mapping layers {layers} are not Dense0, Dense1, ...")
     for i in layers:
         tensors[f"mapping.fc{i}.weight"] = variables.take(f"mapping/Dense{i}/weight", _dense)
         tensors[f"mapping.fc{i}.bias"] = variables.take(f"mapping/Dense{i}/bias")
-    in_features = variables.shape("mapping/Dense0/weight")[0]
-    w_dim = variables.shape(f"mapping/Dense{layers[-1]}/weight")[1]
+    in_features = variables.shape("mapping/Dense0/weight", 2)[0]
+    w_dim = variables.shape(f"mapping/Dense{layers[-1]}/weight", 2)[1]
     c_dim = embed = 0
     if label_var is not None:
-        c_dim, embed = variables.shape(f"mapping/{label_var}/weight")
+        c_dim, embed = variables.shape(f"mapping/{label_var}/weight", 2)
         tensors["mapping.embed.weight"] = variables.take(f"mapping/{label_var}/weight", _dense)
         if f"mapping/{label_var}/bias" in variables:
             tensors["mapping.embed.bias"] = variables.take(f"mapping/{label_var}/bias")
     if "dlatent_avg" in variables:
         tensors["mapping.w_avg"] = variables.take("dlatent_avg")
-    layer_features = variables.shape("mapping/Dense0/weight")[1] if len(layers) > 1 else None
+    layer_features = variables.shape("mapping/Dense0/weight", 2)[1] if len(layers) > 1 else None
     mapping_kwargs = {
         "num_layers": len(layers),
         "layer_features": None if layer_features == w_dim else layer_features,
-        "lr_multiplier": float(kwargs.get("mapping_lrmul", 0.01)),
+        "lr_multiplier": _kw_number(kwargs, "mapping_lrmul", 0.01, variables.source),
         "w_avg_beta": 0.995 if "dlatent_avg" in variables else None,
     }
     return {"z_dim": in_features - embed, "c_dim": c_dim, "w_dim": w_dim, "embed": embed,
@@ -268,15 +296,16 @@ def _stylegan2(variables: _Variables, kwargs: dict[str, Any], source: str):
         modconv(scope, f"synthesis.b{r}.torgb", None)
 
     observed = {r: int(tensors[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in resolutions}
-    channel_base, channel_max = channel_layout(observed, 2 * kwargs.get("fmap_base", 16384),
-                                               kwargs.get("fmap_max", 512), source)
+    channel_base, channel_max = channel_layout(observed, 2 * _kw_number(kwargs, "fmap_base", 16384, source),
+                                               _kw_number(kwargs, "fmap_max", 512, source), source)
     config = make_checked_config(
         source, None, block="moddemod", img_resolution=top,
         img_channels=int(tensors[f"synthesis.b{top}.torgb.weight"].shape[0]), **dims,
         synthesis_kwargs={
             "channel_base": channel_base, "channel_max": channel_max, "architecture": architecture,
-            "num_fp16_res": int(kwargs.get("num_fp16_res", 0) or 0), "conv_clamp": kwargs.get("conv_clamp"),
-            "use_noise": use_noise, "resample_filter": tuple(kwargs.get("resample_kernel") or STYLEGAN_FILTER),
+            "num_fp16_res": _kw_number(kwargs, "num_fp16_res", 0, source) or 0,
+            "conv_clamp": _kw_number(kwargs, "conv_clamp", None, source),
+            "use_noise": use_noise, "resample_filter": kwargs.get("resample_kernel") or STYLEGAN_FILTER,
         },
     )
 
@@ -317,17 +346,18 @@ def _stylegan1(variables: _Variables, kwargs: dict[str, Any], source: str):
     tensors[f"synthesis.b{top}.torgb.bias"] = variables.take("synthesis/ToRGB_lod0/bias")
 
     observed = {r: int(tensors[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in resolutions}
-    channel_base, channel_max = channel_layout(observed, 2 * kwargs.get("fmap_base", 8192),
-                                               kwargs.get("fmap_max", 512), source)
+    channel_base, channel_max = channel_layout(observed, 2 * _kw_number(kwargs, "fmap_base", 8192, source),
+                                               _kw_number(kwargs, "fmap_max", 512, source), source)
     # TF G_style truncates only when both psi and cutoff are set.
-    psi, cutoff = kwargs.get("truncation_psi", 0.7), kwargs.get("truncation_cutoff", 8)
+    psi = _kw_number(kwargs, "truncation_psi", 0.7, source)
+    cutoff = _kw_number(kwargs, "truncation_cutoff", 8, source)
     if psi is None or cutoff is None or cutoff <= 0:
         psi, cutoff = 1.0, None
     config: GeneratorConfig = make_checked_config(
         source, "stylegan1", img_resolution=top,
         img_channels=int(tensors[f"synthesis.b{top}.torgb.weight"].shape[0]), **dims,
         synthesis_kwargs={"channel_base": channel_base, "channel_max": channel_max, "use_noise": use_noise},
-        truncation_psi=float(psi), truncation_cutoff=cutoff,
+        truncation_psi=psi, truncation_cutoff=cutoff,
     )
 
     def ignorable(name: str) -> bool:

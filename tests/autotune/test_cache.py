@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import multiprocessing
+import os
+import stat
 import warnings
 
 import pytest
@@ -141,3 +143,82 @@ def test_two_processes_writing_at_once_keep_every_entry(isolated_autotune):
     buckets = sorted(e.bucket for e in cache.entries())
     assert buckets == sorted(f"{tag}-{i}" for tag in "ab" for i in range(count))
     assert not [p for p in cache.path.parent.iterdir() if p.name.endswith(".part")]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _bad_file(path, kind):
+    good = {"schema": 1, "environment": dataclasses.asdict(FAKE_ENV), "entries": {}}
+    if kind == "not-utf8":
+        path.write_bytes(b'{"schema": 1, "entries": {"\xff\xfe": 1}}')
+    elif kind == "deep":
+        path.write_text(DEEP)
+    elif kind == "huge-int":
+        path.write_text(json.dumps(good).replace('"capability": 90', '"capability": ' + "9" * 4400))
+    elif kind == "infinity":
+        path.write_text(json.dumps(good).replace('"capability": 90', '"capability": Infinity'))
+    elif kind == "directory":
+        path.mkdir()
+        (path / "inside").write_text("x")
+
+
+@pytest.mark.parametrize("kind", ["not-utf8", "deep", "huge-int", "infinity", "directory"])
+def test_unusable_file_is_warned_once_set_aside_and_rebuilt(kind):
+    cache = TuningCache(FAKE_ENV)
+    cache.path.parent.mkdir(parents=True)
+    _bad_file(cache.path, kind)
+    with pytest.warns(TuningCacheWarning, match="moved it to .*corrupt-"):
+        assert cache.lookup("modconv", "h1", "dtype=fp16,batch=8") is None
+    aside = [p for p in cache.path.parent.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and not cache.path.exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reported once per process
+        assert cache.store([entry()])
+    assert TuningCache(FAKE_ENV).lookup("modconv", "h1", "dtype=fp16,batch=8") == entry()
+    assert len(clear_cache()) == 1 and list(autotune_dir().iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["not-utf8", "deep", "huge-int", "infinity", "directory"])
+def test_store_repairs_a_corrupt_file_without_a_lookup_first(kind):
+    cache = TuningCache(FAKE_ENV)
+    cache.path.parent.mkdir(parents=True)
+    _bad_file(cache.path, kind)
+    with pytest.warns(TuningCacheWarning):
+        assert cache.store([entry()])
+    assert TuningCache(FAKE_ENV).lookup("modconv", "h1", "dtype=fp16,batch=8") == entry()
+
+
+def test_entries_with_non_finite_numbers_are_skipped():
+    cache = TuningCache(FAKE_ENV)
+    cache.store([entry(), entry(bucket="b")])
+    cache.path.write_text(cache.path.read_text().replace('"best_ms": 1.0', '"best_ms": 1e999', 1))
+    with pytest.warns(TuningCacheWarning, match="1 malformed"):
+        assert len(TuningCache(FAKE_ENV).entries()) == 1
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_cache_file_permissions_follow_the_umask(umask, mode):
+    old = os.umask(umask)
+    try:
+        cache = TuningCache(FAKE_ENV)
+        cache.store([entry()])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(cache.path.stat().st_mode) == mode
+
+
+def test_show_reports_unusable_files_in_one_line(isolated_autotune):
+    from click.testing import CliRunner
+
+    from sgtriton.autotune.commands import autotune_command
+
+    folder = autotune_dir()
+    folder.mkdir(parents=True)
+    for i, kind in enumerate(["not-utf8", "deep", "huge-int", "infinity", "directory"]):
+        _bad_file(folder / f"gpu{i}.json", kind)
+    result = CliRunner().invoke(autotune_command, ["--show"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert result.output.count("unusable --") == 5
+    result = CliRunner().invoke(autotune_command, ["--clear"])
+    assert result.exit_code == 0 and "removed 5" in result.output and list(folder.iterdir()) == []
