@@ -69,7 +69,7 @@ def _cases(f: dict[str, Path]) -> list[tuple[list[str], int, str]]:
             ("empty.pkl", "is empty"),
             ("text.pkl", "not a recognised checkpoint"),
             ("random.pt", "unrecognised checkpoint contents"),
-            ("truncated.safetensors", "corrupt safetensors"),
+            ("truncated.safetensors", "truncated or corrupt"),
             ("malicious.pkl", "refusing to load"),
             ("rosinality-missing-layer.pt", "convs.0.conv.weight"),
         )],
