@@ -204,6 +204,7 @@ def _attach_optional_commands() -> None:
         ("sgtriton.checkpoints.commands", ("convert_command", "mix_command")),
         ("sgtriton.autotune.commands", ("autotune_command",)),
         ("sgtriton.ops.compile_gate", ("kernels_command",)),
+        ("sgtriton.projection", ("project_command",)),
     ):
         try:
             mod = importlib.import_module(module)
