@@ -302,3 +302,173 @@ def test_block_refuses_the_whole_ws():
     ws = torch.randn(1, G.num_ws, G.w_dim)
     with pytest.raises(ValueError, match=r"b8 expected its own slice \[N, 3, 16\]"):
         G.synthesis.b8(torch.randn(1, 16, 4, 4), None, ws)
+
+
+# --- export to an NVlabs snapshot -----------------------------------------------------------------
+
+# A stand-in for an NVlabs source tree, written from the documented interface: Generator(z_dim, c_dim,
+# w_dim, img_resolution, img_channels, mapping_kwargs, synthesis_kwargs) holding NVlabs' tensor names and
+# shapes (C(r) = min(channel_base // r, channel_max)), and a persistence module whose decorator keeps
+# classes as they are (so the pickle refers to them by import path).
+STAND_IN_NETWORKS = '''
+import torch
+from torch_utils import persistence
+
+def _add(root, name, shape, buffer):
+    *path, leaf = name.split(".")
+    m = root
+    for part in path:
+        if not hasattr(m, part):
+            m.add_module(part, torch.nn.Module())
+        m = getattr(m, part)
+    if buffer:
+        m.register_buffer(leaf, torch.zeros(shape))
+    else:
+        m.register_parameter(leaf, torch.nn.Parameter(torch.zeros(shape)))
+
+@persistence.persistent_class
+class Generator(torch.nn.Module):
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, synthesis_kwargs={}):
+        super().__init__()
+        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                                img_channels=img_channels, mapping_kwargs=mapping_kwargs,
+                                synthesis_kwargs=synthesis_kwargs)
+        s = synthesis_kwargs
+        ch = lambda r: min(s["channel_base"] // r, s["channel_max"])
+        arch = s["architecture"]
+        r = 4
+        while r <= img_resolution:
+            b = f"synthesis.b{r}"
+            if r == 4:
+                _add(self, b + ".const", [ch(4), 4, 4], False)
+            _add(self, b + ".resample_filter", [4, 4], True)
+            for conv, cin in (("conv0", ch(r // 2)), ("conv1", ch(r))):
+                if conv == "conv0" and r == 4:
+                    continue
+                p = f"{b}.{conv}"
+                _add(self, p + ".weight", [ch(r), cin, 3, 3], False)
+                _add(self, p + ".noise_strength", [], False)
+                _add(self, p + ".bias", [ch(r)], False)
+                _add(self, p + ".resample_filter", [4, 4], True)
+                _add(self, p + ".noise_const", [r, r], True)
+                _add(self, p + ".affine.weight", [cin, w_dim], False)
+                _add(self, p + ".affine.bias", [cin], False)
+            if arch == "skip" or r == img_resolution:
+                _add(self, b + ".torgb.weight", [img_channels, ch(r), 1, 1], False)
+                _add(self, b + ".torgb.bias", [img_channels], False)
+                _add(self, b + ".torgb.affine.weight", [ch(r), w_dim], False)
+                _add(self, b + ".torgb.affine.bias", [ch(r)], False)
+            r *= 2
+        m = mapping_kwargs
+        if m["w_avg_beta"] is not None:
+            _add(self, "mapping.w_avg", [w_dim], True)
+        features = [z_dim] + [m["layer_features"] or w_dim] * (m["num_layers"] - 1) + [w_dim]
+        for i in range(m["num_layers"]):
+            _add(self, f"mapping.fc{i}.weight", [features[i + 1], features[i]], False)
+            _add(self, f"mapping.fc{i}.bias", [features[i + 1]], False)
+
+@persistence.persistent_class
+class Discriminator(torch.nn.Module):
+    def __init__(self, c_dim, img_resolution, img_channels, **kwargs):
+        super().__init__()
+        self.img_resolution = img_resolution
+'''
+
+LOAD_SNAPSHOT = '''
+import pickle, sys
+sys.path.insert(0, sys.argv[1])
+with open(sys.argv[2], "rb") as f:
+    data = pickle.load(f)
+print(list(data))
+print(type(data["G_ema"]).__module__, type(data["D"]).__name__, data["G_ema"].training)
+torch = __import__("torch")
+torch.save({k: v for k, v in data["G_ema"].state_dict().items()}, sys.argv[3])
+print(sorted(data["G_ema"].init_kwargs["synthesis_kwargs"].items()))
+'''
+
+
+def stand_in_tree(root):
+    (root / "training").mkdir(parents=True)
+    (root / "torch_utils").mkdir()
+    for pkg in ("training", "torch_utils"):
+        (root / pkg / "__init__.py").write_text("")
+    (root / "torch_utils" / "persistence.py").write_text("def persistent_class(cls):\n    return cls\n")
+    (root / "training" / "networks.py").write_text(STAND_IN_NETWORKS)
+    return root
+
+
+def test_export_builds_the_trees_generator_and_pickles_a_snapshot(tmp_path):
+    import subprocess
+    import sys
+
+    from sgtriton.checkpoints.nvlabs_export import export_nvlabs
+
+    G = tiny("skip")
+    with torch.no_grad():
+        G.mapping.w_avg.copy_(torch.randn(G.w_dim))
+    tree = stand_in_tree(tmp_path / "tree")
+    before = set(sys.modules)
+    export_nvlabs(G, tmp_path / "net.pkl", tree)
+    assert not {m for m in set(sys.modules) - before if m.split(".")[0] in ("training", "torch_utils")}
+    out = subprocess.run([sys.executable, "-c", LOAD_SNAPSHOT, str(tree), str(tmp_path / "net.pkl"),
+                          str(tmp_path / "sd.pt")], capture_output=True, text=True, check=True).stdout.splitlines()
+    # stylegan2-ada's train.py key order; modules in eval mode
+    assert out[0] == "['training_set_kwargs', 'G', 'D', 'G_ema', 'augment_pipe']"
+    assert out[1] == "training.networks Discriminator False"
+    assert "('channel_base', 64)" in out[2] and "('num_fp16_res', 0)" in out[2] and "('conv_clamp', None)" in out[2]
+    state = torch.load(tmp_path / "sd.pt")
+    assert sorted(state) == sorted(G.state_dict())
+    for name, tensor in G.state_dict().items():
+        torch.testing.assert_close(state[name], tensor, rtol=0, atol=0)
+
+
+def test_export_refuses_what_nvlabs_cannot_hold(tmp_path):
+    from sgtriton.checkpoints import CheckpointError
+    from sgtriton.checkpoints.nvlabs_export import export_nvlabs
+
+    with pytest.raises(CheckpointError, match="expected a stylegan2-ada-pytorch or stylegan3 source tree"):
+        export_nvlabs(tiny(), tmp_path / "x.pkl", tmp_path)
+    G = build_generator("stylegan1", img_resolution=8, backend="reference", seed=0)
+    with pytest.raises(CheckpointError, match="block='adain'"):
+        export_nvlabs(G, tmp_path / "x.pkl", stand_in_tree(tmp_path / "tree"))
+    assert not (tmp_path / "x.pkl").exists()
+
+
+def test_cli_convert_to_nvlabs(tmp_path):
+    from click.testing import CliRunner
+
+    import sgtriton
+    from sgtriton.cli import main
+
+    sgtriton.save(tiny(), tmp_path / "g.safetensors")
+    tree = stand_in_tree(tmp_path / "tree")
+    args = ["convert", str(tmp_path / "g.safetensors"), str(tmp_path / "g.pkl"), "--nvlabs-src", str(tree)]
+    result = CliRunner().invoke(main, [*args, "--format", "nvlabs"])
+    assert result.exit_code == 0, result.output
+    assert "wrote NVlabs snapshot" in result.output and (tmp_path / "g.pkl").stat().st_size > 0
+    result = CliRunner().invoke(main, [*args, "--format", "rosinality"])
+    assert result.exit_code == 2 and "with --nvlabs-src the output is an NVlabs snapshot" in result.output
+
+
+NVLABS_SRC = "SGTRITON_NVLABS_SRC"
+
+
+@pytest.mark.skipif(not __import__("os").environ.get(NVLABS_SRC),
+                    reason=f"${NVLABS_SRC} names no NVlabs stylegan2-ada-pytorch / stylegan3 checkout")
+def test_export_renders_our_images_through_the_real_nvlabs_code(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from sgtriton.checkpoints.nvlabs_export import export_nvlabs
+
+    G = tiny("skip")
+    export_nvlabs(G, tmp_path / "net.pkl", os.environ[NVLABS_SRC])
+    script = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import legacy\n"
+              "G = legacy.load_network_pkl(open(sys.argv[2], 'rb'))['G_ema']\n"
+              "z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))\n"
+              "torch.save(G(z, None, truncation_psi=0.5, noise_mode='const', force_fp32=True), sys.argv[3])\n")
+    subprocess.run([sys.executable, "-c", script, os.environ[NVLABS_SRC], str(tmp_path / "net.pkl"),
+                    str(tmp_path / "img.pt")], check=True)
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.load(tmp_path / "img.pt"), G(z, None, truncation_psi=0.5, noise_mode="const"))
