@@ -184,7 +184,10 @@ def test_projection_on_triton_backend_follows_reference():
         runs.append(project(copy.deepcopy(G).set_backend(backend), target,
                             features=lambda x: features(x, resize_images=False, return_lpips=True),
                             schedule=schedule))
-    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-4)
+    # Adam divides by the gradient's running RMS, so kernel rounding in the gradients (fp32, ~1e-6 relative)
+    # reaches the ws scaled by the learning rate (0.1): well inside 1e-3, while one wrong gradient moves a w by ~0.1.
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-3, atol=1e-3)
+    assert not torch.equal(runs[0][0], runs[0][-1])
 
 
 # --- the command line -----------------------------------------------------------------------------

@@ -89,7 +89,7 @@ class DeviceTensorsMixin:
 
     device_tensors: tuple[str, ...] = ()
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001 (nn.Module's signature)
+    def _apply(self, fn, recurse=True):
         for name in self.device_tensors:
             setattr(self, name, fn(getattr(self, name)))
         return super()._apply(fn, recurse)
