@@ -284,8 +284,10 @@ def _render(G: nn.Module, ws: torch.Tensor) -> np.ndarray:
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where to write the results.")
 def project_command(network, target, target_dir, num_steps, seed, vgg, save_video, w_avg_samples, backend, device,
                     outdir):
-    """Project images into the W space of a network (NVlabs projector.py): writes target.png, proj.png
-    and projected_w.npz (key 'w', [1, num_ws, w_dim], for `sgtriton generate --projected-w`)."""
+    """Project images into the W space of a network (NVlabs projector.py).
+
+    Writes target.png, proj.png and projected_w.npz (key 'w', [1, num_ws, w_dim], for
+    `sgtriton generate --projected-w`) into OUTDIR, or OUTDIR/<name>/ for each image of --target-dir."""
     from sgtriton.checkpoints import CheckpointError, load
 
     if (target is None) == (target_dir is None):

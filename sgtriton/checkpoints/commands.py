@@ -43,8 +43,9 @@ def _range_option(ctx: click.Context, param: click.Parameter, value: str | None)
               help="Write OUT as an NVlabs snapshot built by the Generator of this stylegan2-ada-pytorch or "
                    "stylegan3 source tree (its code is imported).")
 def convert_command(source: str, destination: str, fmt: str | None, nvlabs_src: str | None) -> None:
-    """Convert IN (NVlabs/TensorFlow .pkl, rosinality .pt, sgtriton .safetensors) to native OUT, or to an
-    NVlabs snapshot with --format nvlabs --nvlabs-src DIR."""
+    """Convert IN (NVlabs/TensorFlow .pkl, rosinality .pt, sgtriton .safetensors) to native OUT.
+
+    With --format nvlabs --nvlabs-src DIR, OUT is an NVlabs snapshot built by that tree's Generator."""
     if nvlabs_src is not None:
         _export_nvlabs(source, destination, fmt, nvlabs_src)
         return
