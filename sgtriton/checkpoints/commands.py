@@ -57,6 +57,7 @@ def convert_command(source: str, destination: str, fmt: str | None, nvlabs_src: 
 
 
 def _export_nvlabs(source: str, destination: str, fmt: str | None, nvlabs_src: str) -> None:
+    from sgtriton.checkpoints import load
     from sgtriton.checkpoints.nvlabs_export import export_nvlabs
 
     if fmt not in (None, "nvlabs"):
