@@ -52,6 +52,8 @@ LAZY_COMMANDS = {
     "mix": ("sgtriton.checkpoints.commands", "mix_command", "Render a style-mixing grid (NVlabs style_mixing.py)."),
     "autotune": ("sgtriton.autotune.commands", "autotune_command",
                  "Tune every kernel a generator launches, per batch size and precision, and cache the result."),
+    "project": ("sgtriton.projection", "project_command",
+                "Project images into the W space of a network (NVlabs projector.py)."),
     "kernels": ("sgtriton.ops.compile_gate", "kernels_command",
                 "List the declared Triton kernels; with --report, compile them for sm_80/sm_90 without a GPU."),
 }

@@ -3,7 +3,14 @@
 ``G(z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='random', force_fp32=False)``
 = ``G.synthesis(G.mapping(z, c, truncation_psi, truncation_cutoff), noise_mode, force_fp32)``.
 Attributes ``z_dim, c_dim, w_dim, img_resolution, img_channels, num_ws``. For ``moddemod``
-generators the state-dict names are NVlabs', so ``G_ema.state_dict()`` loads with ``strict=True``.
+generators the state-dict names are NVlabs', so ``G_ema.state_dict()`` loads with ``strict=True``,
+and the parameters and buffers are exactly NVlabs' (``misc.copy_params_and_buffers`` works with
+``require_all=True`` in both directions).
+
+As NVlabs' persistent classes do, ``G.init_args`` / ``G.init_kwargs`` (and those of ``G.mapping``
+and ``G.synthesis``) rebuild the network: ``type(G)(*G.init_args, **G.init_kwargs)``. The keywords
+are NVlabs' ``Generator`` keywords (``z_dim ... mapping_kwargs, synthesis_kwargs``) plus ``block``,
+``block_kwargs``, the truncation defaults and ``backend``, so a caller may edit them first.
 """
 
 from __future__ import annotations
@@ -23,8 +30,15 @@ from sgtriton.graph.synthesis import SynthesisNetwork
 class Generator(nn.Module):
     """A StyleGAN generator built from a :class:`~sgtriton.config.GeneratorConfig`."""
 
-    def __init__(self, config: GeneratorConfig, backend: str | None = None, autotune: str | None = None) -> None:
+    def __init__(self, config: GeneratorConfig | None = None, backend: str | None = None,
+                 autotune: str | None = None, **nvlabs_kwargs: Any) -> None:
+        """``Generator(config)``, or ``Generator(z_dim=..., ..., mapping_kwargs=..., synthesis_kwargs=...)``
+        with the keywords of :func:`~sgtriton.config.make_config` (NVlabs defaults for the rest)."""
         super().__init__()
+        if config is None:
+            config = make_config(None, **nvlabs_kwargs)
+        elif nvlabs_kwargs:
+            raise TypeError(f"config: pass either config or NVlabs keywords, not both (got {sorted(nvlabs_kwargs)})")
         self.config = config
         self.backend = check_backend(backend) if backend is not None else default_backend()
         _install_tuning_policy(autotune)
@@ -39,6 +53,16 @@ class Generator(nn.Module):
         self.synthesis = SynthesisNetwork(self.graph, self.backend)
         self.mapping = MappingNetwork(self.graph, self.backend)
 
+    @property
+    def init_args(self) -> tuple:
+        """Positional arguments that rebuild this network (none: everything is in :attr:`init_kwargs`)."""
+        return ()
+
+    @property
+    def init_kwargs(self) -> dict[str, Any]:
+        """Keywords that rebuild this network (fresh weights): a new dict on every access."""
+        return {**nvlabs_kwargs(self.config), "backend": self.backend}
+
     def set_backend(self, backend: str) -> Generator:
         """Switch between ``'reference'``, ``'triton'`` and ``'auto'`` in place."""
         self.backend = self.synthesis.backend = self.mapping.backend = check_backend(backend)
@@ -52,8 +76,10 @@ class Generator(nn.Module):
         return warmup(self, batch_sizes, dtypes, **kwargs)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1,
-                truncation_cutoff: int | None = None, update_emas: bool = False,
+                truncation_cutoff: int | None = None, update_emas: bool | None = None,
                 **synthesis_kwargs: Any) -> torch.Tensor:
+        """``mapping`` then ``synthesis``; ``update_emas`` as in :class:`~sgtriton.graph.mapping.MappingNetwork`
+        (None: NVlabs stylegan2-ada's rule, tracking ``w_avg`` in training mode)."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
@@ -62,6 +88,14 @@ class Generator(nn.Module):
         return (f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, img_resolution="
                 f"{self.img_resolution}, img_channels={self.img_channels}, num_ws={self.num_ws}, "
                 f"block={self.config.block}, backend={self.backend}")
+
+
+def nvlabs_kwargs(config: GeneratorConfig) -> dict[str, Any]:
+    """``config`` as keywords of :func:`~sgtriton.config.make_config` (NVlabs ``Generator`` names)."""
+    data = config.to_dict()
+    data["mapping_kwargs"] = data.pop("mapping")
+    data["synthesis_kwargs"] = data.pop("synthesis")
+    return data
 
 
 def _install_tuning_policy(autotune: str | None) -> None:

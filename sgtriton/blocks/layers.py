@@ -106,7 +106,23 @@ def add_skip_image(y: torch.Tensor, skip: torch.Tensor | None, resample_filter: 
     return y if skip is None else upsample2d(skip.to(y.dtype), resample_filter, impl=op_impl(impl)) + y
 
 
-class ModulatedToRGB(nn.Module):
+class DeviceTensorsMixin:
+    """Tensors a module needs at run time but that NVlabs' module lacks: plain attributes (neither
+    buffers nor state), moved by ``.to()`` / ``.cuda()`` / ``.double()`` with the module all the same.
+
+    Non-persistent buffers would stay out of state dicts but not out of ``named_buffers()``, which
+    NVlabs' ``misc.copy_params_and_buffers(..., require_all=True)`` walks.
+    """
+
+    device_tensors: tuple[str, ...] = ()
+
+    def _apply(self, fn, recurse=True):
+        for name in self.device_tensors:
+            setattr(self, name, fn(getattr(self, name)))
+        return super()._apply(fn, recurse)
+
+
+class ModulatedToRGB(DeviceTensorsMixin, nn.Module):
     """StyleGAN2 ToRGB: modulated 1x1 conv without demodulation, + bias, clamp, + skip image.
 
     ``styles = affine(w) / sqrt(I)``; ``y = clamp(conv1x1(x * styles, W) + b, +-conv_clamp)``, returned
@@ -114,17 +130,21 @@ class ModulatedToRGB(nn.Module):
     Triton path is one kernel (``torgb``) with the skip image's upsample-and-add in its epilogue.
     """
 
+    device_tensors = ("resample_filter",)
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None,
                  resample_filter: tuple[int, ...] = SKIP_FILTER) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.w_dim = w_dim
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels)
-        # Not in NVlabs' ToRGBLayer state dict: the skip image's FIR, kept out of state dicts.
-        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        # The skip image's FIR; NVlabs' ToRGBLayer has no such tensor (its block holds it).
+        self.resample_filter = setup_filter(resample_filter)
         self.fusable_skip = tuple(resample_filter) == SKIP_FILTER  # the kernel's epilogue has these taps
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True, impl: str = "reference",
@@ -155,6 +175,13 @@ class SkipConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, resample_filter: tuple[int, ...]) -> None:
         super().__init__()
+        # NVlabs Conv2dLayer attributes.
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.activation = "linear"
+        self.up, self.down, self.padding = 2, 1, 0
+        self.conv_clamp = None
+        self.act_gain = 1.0
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.weight_gain = 1 / math.sqrt(in_channels)

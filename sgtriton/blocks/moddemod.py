@@ -32,12 +32,15 @@ class ModulatedLayer(nn.Module):
     def __init__(self, node: LayerNode, resample_filter: tuple[int, ...]) -> None:
         super().__init__()
         self.node = node
+        self.w_dim = node.w_dim
         self.in_channels = node.in_channels
         self.out_channels = node.out_channels
         self.resolution = node.resolution
         self.up = node.up
         self.use_noise = node.use_noise
         self.conv_clamp = node.conv_clamp
+        self.activation = "lrelu"
+        self.padding = node.kernel_size // 2
         self.act_gain = math.sqrt(2)
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.affine = FullyConnectedLayer(node.w_dim, node.in_channels, bias_init=1)

@@ -1,6 +1,7 @@
 """``sgtriton convert`` and ``sgtriton mix``: click commands the CLI attaches.
 
-``convert IN OUT`` reads any supported checkpoint and writes sgtriton's native safetensors file.
+``convert IN OUT`` reads any supported checkpoint and writes sgtriton's native safetensors file
+(``--format nvlabs --nvlabs-src DIR``: an NVlabs snapshot, see :mod:`sgtriton.checkpoints.nvlabs_export`).
 ``mix`` renders a style-mixing grid the way NVlabs ``style_mixing.py`` does: row seeds give the
 coarse ws, column seeds replace the ws listed in ``--styles``; files ``{row}-{col}.png`` (the
 diagonal ``{seed}-{seed}.png`` are the unmixed images) and ``grid.png``. Seeds map to z with
@@ -39,14 +40,38 @@ from sgtriton.images import image_mode, save_image, seed_to_z, to_pil, to_uint8
 @click.argument("source", metavar="IN", type=click.Path(exists=True, dir_okay=False))
 @click.argument("destination", metavar="OUT", type=OUTPUT_FILE)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Insist on the input format instead of detecting it.")
-def convert_command(source: str, destination: str, fmt: str | None) -> None:
-    """Convert IN (NVlabs/TensorFlow .pkl, rosinality .pt, sgtriton .safetensors) to native OUT."""
+              help="Insist on the input format instead of detecting it; with --nvlabs-src, 'nvlabs' names the "
+                   "output format and the input is detected.")
+@click.option("--nvlabs-src", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Write OUT as an NVlabs snapshot built by the Generator of this stylegan2-ada-pytorch or "
+                   "stylegan3 source tree (its code is imported).")
+def convert_command(source: str, destination: str, fmt: str | None, nvlabs_src: str | None) -> None:
+    """Convert IN (NVlabs/TensorFlow .pkl, rosinality .pt, sgtriton .safetensors) to native OUT.
+
+    With --format nvlabs --nvlabs-src DIR, OUT is an NVlabs snapshot built by that tree's Generator."""
+    if nvlabs_src is not None:
+        _export_nvlabs(source, destination, fmt, nvlabs_src)
+        return
     try:
         G = convert(source, destination, format=fmt)
     except (CheckpointError, ValueError) as exc:  # unreadable input; a destination that is the source
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {destination}: {describe(G.config)}")
+
+
+def _export_nvlabs(source: str, destination: str, fmt: str | None, nvlabs_src: str) -> None:
+    from sgtriton.checkpoints import load
+    from sgtriton.checkpoints.nvlabs_export import export_nvlabs
+
+    if fmt not in (None, "nvlabs"):
+        raise click.BadParameter(f"{fmt!r}: with --nvlabs-src the output is an NVlabs snapshot; pass --format nvlabs "
+                                 f"or leave it out", param_hint="--format")
+    try:
+        G = load(source, backend="reference", device="cpu")
+        export_nvlabs(G, destination, nvlabs_src)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote NVlabs snapshot {destination}: {describe(G.config)}")
 
 
 @click.command("mix")

@@ -12,6 +12,14 @@ StyleGAN1 flavour (TF ``G_mapping``)::
 
 Then ``w`` is repeated ``num_ws`` times and truncated towards ``w_avg``:
 ``w[:, :cutoff] = w_avg + psi * (w[:, :cutoff] - w_avg)`` (all ws when ``cutoff`` is None).
+
+``w_avg`` tracks the mapping outputs during training, before broadcast and truncation, as
+``w_avg <- lerp(mean_batch(w), w_avg, beta) = beta * w_avg + (1 - beta) * mean_batch(w)``. When it
+updates follows whichever NVlabs idiom the caller speaks:
+
+* stylegan3: ``update_emas=True`` updates, ``update_emas=False`` does not, in either mode;
+* stylegan2-ada: ``skip_w_avg_update`` -- in training mode every call updates unless it is True;
+  an eval-mode network never updates. A call that names neither keyword follows this rule too.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class MappingNetwork(nn.Module):
     def __init__(self, graph: Graph, backend: str = "auto") -> None:
         super().__init__()
         config = graph.config
+        self.graph = graph
         self.backend = backend
         m = config.mapping
         self.z_dim = config.z_dim
@@ -72,6 +81,26 @@ class MappingNetwork(nn.Module):
                 setattr(self, node.attr, layer)
         if self.w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([self.w_dim]))
+
+    @property
+    def init_args(self) -> tuple:
+        """With :attr:`init_kwargs`, ``type(self)(*init_args, **init_kwargs)`` builds this network afresh."""
+        return (self.graph,)
+
+    @property
+    def init_kwargs(self) -> dict:
+        return {"backend": self.backend}
+
+    def updates_w_avg(self, update_emas: bool | None, skip_w_avg_update: bool | None) -> bool:
+        """Whether this call moves ``w_avg`` (the rule in the module docstring)."""
+        if self.w_avg_beta is None:
+            return False
+        if update_emas is not None:
+            if skip_w_avg_update is not None and bool(update_emas) == bool(skip_w_avg_update):
+                raise ValueError(f"update_emas={update_emas!r} and skip_w_avg_update={skip_w_avg_update!r} "
+                                 f"contradict each other; pass one of them")
+            return bool(update_emas)
+        return self.training and not skip_w_avg_update
 
     def check_inputs(self, z: torch.Tensor | None, c: torch.Tensor | None) -> int:
         """Validate ``z [N, z_dim]`` and ``c [N, c_dim]``; return ``N``."""
@@ -100,10 +129,12 @@ class MappingNetwork(nn.Module):
         return int(batch)
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1,
-                truncation_cutoff: int | None = None, update_emas: bool = False, impl: str | None = None
-                ) -> torch.Tensor:
+                truncation_cutoff: int | None = None, update_emas: bool | None = None,
+                skip_w_avg_update: bool | None = None, impl: str | None = None) -> torch.Tensor:
         """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``ws [N, num_ws, w_dim]`` (float32).
 
+        ``update_emas`` (stylegan3) / ``skip_w_avg_update`` (stylegan2-ada) decide whether ``w_avg``
+        moves, as the module docstring says.
         ``impl`` overrides the backend's choice: ``'triton'`` runs pixel norm and the FC chain as one
         ``mapping_chain`` launch (unconditional networks) and the broadcast + truncation as another.
         """
@@ -135,7 +166,7 @@ class MappingNetwork(nn.Module):
                           fcs[0].bias_gain, act="lrelu", act_gain=fcs[0].act_gain, normalize_input=normalize_input,
                           impl=ops)
 
-        if update_emas and self.w_avg_beta is not None:
+        if self.updates_w_avg(update_emas, skip_w_avg_update):
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if self.w_avg_beta is None:
             return x.unsqueeze(1).repeat([1, self.num_ws, 1])
