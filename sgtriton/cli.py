@@ -203,7 +203,7 @@ def _attach_optional_commands() -> None:
     for module, names in (
         ("sgtriton.checkpoints.commands", ("convert_command", "mix_command")),
         ("sgtriton.autotune.commands", ("autotune_command",)),
-        ("sgtriton.ops.compile_gate", ("kernels_command",)),
+        ("sgtriton.inspection.compile_gate", ("kernels_command",)),
     ):
         try:
             mod = importlib.import_module(module)

@@ -12,9 +12,7 @@ import pytest
 import triton
 from click.testing import CliRunner
 
-from sgtriton.ops import bias_act as bias_act_module
-from sgtriton.ops._runtime import KERNELS, KernelConfig, declare_kernel
-from sgtriton.ops.compile_gate import (
+from sgtriton.inspection.compile_gate import (
     DEFAULT_TARGETS,
     HALF_DTYPES,
     CompileResult,
@@ -29,6 +27,8 @@ from sgtriton.ops.compile_gate import (
     summarize,
     tensor_core_instructions,
 )
+from sgtriton.ops import bias_act as bias_act_module
+from sgtriton.ops._runtime import KERNELS, KernelConfig, declare_kernel
 
 # ---- Captured from real runs (triton 3.9.0, its bundled ptxas and cuobjdump 13.1) of two
 # ---- throwaway kernels: a 1-warp row normalisation of 8192 fp32 values (spills) and a 64x64x32

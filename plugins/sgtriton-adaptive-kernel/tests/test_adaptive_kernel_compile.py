@@ -6,7 +6,7 @@ memory and registers within the target, tensor-core instructions in fp16. (The f
 
 from __future__ import annotations
 
-from sgtriton.ops.compile_gate import DEFAULT_TARGETS, run_compile_gate
+from sgtriton.inspection.compile_gate import DEFAULT_TARGETS, run_compile_gate
 
 from sgtriton_adaptive_kernel.kernel import KERNEL_SPECS
 
