@@ -41,7 +41,36 @@ def configure_interpreter() -> bool:
             os.environ[INTERPRET_ENV] = "1"
     # Triton >= 3.9 warns when this is unset; pin today's default (fusion on) explicitly.
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    if interpreter_active():
+        _fix_interpreter_scalar_index()
     return interpreter_active()
+
+
+def _fix_interpreter_scalar_index() -> None:
+    """Let Triton < 3.9's interpreter use runtime scalars as ``range()`` bounds under numpy >= 2.4.
+
+    The interpreter holds every scalar kernel argument as a one-element 1-D array and implements
+    ``tensor.__index__`` as ``int(data)``, which numpy 2.4 refuses for arrays that are not 0-d; so
+    any ``for i in range(0, n, BLOCK)`` with a runtime ``n`` raised ``TypeError`` (Triton 3.9 reads
+    ``int(data.squeeze())``). This installs that form, for the interpreter only: compiled kernels
+    never call ``__index__``, and kernels keep runtime loop bounds (no recompiles per shape).
+    """
+    import triton
+
+    if tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 9):
+        return
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_sgtriton_scalar_index", False):
+        return
+
+    def patch_lang_tensor(tensor: Any, scope: Any) -> None:
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor._sgtriton_scalar_index = True  # type: ignore[attr-defined]
+    interpreter._patch_lang_tensor = patch_lang_tensor
 
 
 def interpreter_active() -> bool:
