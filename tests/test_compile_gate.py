@@ -327,7 +327,7 @@ def test_kernels_command_lists_every_declared_kernel():
 def test_kernels_command_report_table_and_json(gate_results, tmp_path):
     json_path = tmp_path / "report.json"
     result = CliRunner().invoke(kernels_command, ["--report", "--kernel", "bias_act", "--default-config",
-                                                  "--json", str(json_path)])
+                                                  "--default-variant", "--json", str(json_path)])
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if line.startswith("kernel ")).split()
     assert header[:6] == ["kernel", "variant", "config", "dtype", "target", "regs"]
