@@ -457,12 +457,29 @@ def _hand_specialisation(spec: KernelSpec, config_index: int, dtype: str) -> Spe
                                                                     "num_stages": config.num_stages}, {})
 
 
-def _variants(spec: KernelSpec, dtype: str, default_variant_only: bool) -> dict[str, Any]:
-    """``{variant: call}`` of ``spec``'s example launches (``{"": None}`` for a hand-typed signature)."""
+def _specialisations(spec: KernelSpec, config_index: int, dtype: str, targets: Sequence[int],
+                     default_variant_only: bool) -> Iterator[tuple[str, dict[int, Specialisation] | Exception]]:
+    """``(variant, {target: specialisation})`` per example launch of ``spec`` (an exception in place
+    of the dict when capturing fails); one unnamed variant for a hand-typed ``aot_signature``."""
     if spec.launches is None:
-        return {"": None}
-    calls = example_launches(spec, dtype)
-    return dict(list(calls.items())[:1]) if default_variant_only else calls
+        try:
+            found = _hand_specialisation(spec, config_index, dtype)
+        except Exception as exc:
+            yield "", exc
+            return
+        yield "", dict.fromkeys(targets, found)
+        return
+    try:
+        calls = example_launches(spec, dtype)
+    except Exception as exc:
+        yield "-", exc
+        return
+    for variant, call in list(calls.items())[:1] if default_variant_only else calls.items():
+        try:
+            launch = capture_launch(spec, call, spec.configs[config_index])
+            yield variant, {target: specialise(spec, launch, target) for target in targets}
+        except Exception as exc:
+            yield variant, exc
 
 
 def plan_jobs(specs: Sequence[KernelSpec], targets: Sequence[int], default_config_only: bool,
@@ -479,24 +496,13 @@ def plan_jobs(specs: Sequence[KernelSpec], targets: Sequence[int], default_confi
         configs = spec.configs[:1] if default_config_only else spec.configs
         for index, config in enumerate(configs):
             for dtype in spec.dtypes:
-                try:
-                    variants = _variants(spec, dtype, default_variant_only)
-                except Exception as exc:
-                    variants = {"?": exc}
-                for variant, call in variants.items():
-                    try:
-                        if isinstance(call, Exception):
-                            raise call
-                        launch = None if call is None else capture_launch(spec, call, config)
-                        found = {target: _hand_specialisation(spec, index, dtype) if launch is None
-                                 else specialise(spec, launch, target) for target in targets}
-                    except Exception as exc:
+                for variant, found in _specialisations(spec, index, dtype, targets, default_variant_only):
+                    if isinstance(found, Exception):
                         what = "aot_signature" if spec.launches is None else "launch capture"
-                        for target in targets:
-                            failed.append(CompileResult(
-                                spec.name, str(config), dtype, target, config.num_warps, spec.uses_tensor_cores,
-                                variant, index == 0, error=_trim(f"{what}: {type(exc).__name__}: {exc}"),
-                                cacheable=False))
+                        failed.extend(CompileResult(
+                            spec.name, str(config), dtype, target, config.num_warps, spec.uses_tensor_cores,
+                            variant, index == 0, error=_trim(f"{what}: {type(found).__name__}: {found}"),
+                            cacheable=False) for target in targets)
                         continue
                     for target in targets:
                         key = _job_key(spec, source_hash, index, dtype, target, variant, found[target])
