@@ -18,7 +18,7 @@
 #   kernels.txt   the compile gate (default configs) for this GPU's compute capability
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUTDIR="${1:-${OUT:-./device-check-out}}"
 mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
@@ -72,6 +72,7 @@ gpu_present() {
 }
 
 # ---- 1. environment: versions and device --------------------------------------------------------
+# shellcheck disable=SC2329  # run through run_step (by name, under timeout)
 env_report() {
     date -u +"date: %Y-%m-%dT%H:%M:%SZ"
     echo "host: $(hostname)"
@@ -100,6 +101,7 @@ EOF
 run_step env env.txt env_report
 
 # ---- 2. install sgtriton and the plugin without a registry ------------------------------------
+# shellcheck disable=SC2329  # run through run_step (by name, under timeout)
 install() {
     # Carried wheels (see bench/README.md) are installed first, for packages the image lacks.
     if compgen -G ".whl/*.whl" >/dev/null; then
