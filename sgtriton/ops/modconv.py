@@ -435,14 +435,16 @@ def _modconv_kernel(
 
 #: Tuning space of the style-layer GEMM (first = default): wide tiles for the 512-channel low
 #: resolutions, tall narrow tiles for the 32/64-channel high resolutions. Every entry compiles for
-#: sm_80 and sm_90 in fp32 and fp16 without spills (128 x 128 tiles spill on sm_90).
+#: sm_80 and sm_90 in fp32 and fp16 without spills under Triton 3.6 and 3.9, with the arguments the
+#: launcher passes (128 x 128 tiles spill on sm_90; under 3.6, fp32 on sm_80 spills at 64 x 128 x 32
+#: with 8 warps, and 8-warp 256-row tiles only fit with 2 stages). The default uses wgmma on sm_90
+#: (BLOCK_M >= 64 per warpgroup; the 32-row entry runs HMMA there).
 MODCONV_CONFIGS = (
     KernelConfig({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=4, num_stages=3),
     KernelConfig({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 16}, num_warps=8, num_stages=3),
-    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=4, num_stages=4),
-    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=8, num_stages=2),
     KernelConfig({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     KernelConfig({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=3),
 )
