@@ -104,7 +104,7 @@ ExampleLaunches = Callable[[str, Any], dict[str, Callable[[], Any]]]
 
 @dataclass
 class KernelSpec:
-    """A declared kernel: its JIT function, tuning space and compile signatures."""
+    """A declared kernel: its JIT function, tuning space and example launches (see :data:`ExampleLaunches`)."""
 
     name: str
     fn: Any
