@@ -54,7 +54,7 @@ LAZY_COMMANDS = {
                  "Tune every kernel a generator launches, per batch size and precision, and cache the result."),
     "project": ("sgtriton.projection", "project_command",
                 "Project images into the W space of a network (NVlabs projector.py)."),
-    "kernels": ("sgtriton.ops.compile_gate", "kernels_command",
+    "kernels": ("sgtriton.inspection.compile_gate", "kernels_command",
                 "List the declared Triton kernels; with --report, compile them for sm_80/sm_90 without a GPU."),
 }
 

@@ -1,20 +1,21 @@
 """The ahead-of-time compile gate: every declared kernel compiles for sm_80 and sm_90 without a GPU,
-without spills, and half-precision tensor-core kernels really use tensor cores.
+without spills, half-precision tensor-core kernels really use tensor cores, and on sm_90 their
+default configs use wgmma -- compiled with the signature and specialisation its launcher produces.
 
-The gate here compiles each kernel's *default* config for every dtype and target (the full
-config matrix takes several minutes on 2 cores; ``sgtriton kernels --report`` runs it). Results are
-cached under ``$SGTRITON_CACHE_DIR/aot`` (default ``~/.cache/sgtriton/aot``), so reruns are fast.
+The fast tests compile each kernel's *default* config and most common launch variant for every
+dtype and target; the ``slow`` test compiles every variant x config (several minutes on 2 cores;
+``sgtriton kernels --report`` runs it too). Results are cached under ``$SGTRITON_CACHE_DIR/aot``
+(default ``~/.cache/sgtriton/aot``), so reruns are fast.
 """
 
 from __future__ import annotations
 
 import pytest
+import torch
 import triton
 from click.testing import CliRunner
 
-from sgtriton.ops import bias_act as bias_act_module
-from sgtriton.ops._runtime import KERNELS, KernelConfig, declare_kernel
-from sgtriton.ops.compile_gate import (
+from sgtriton.inspection.compile_gate import (
     DEFAULT_TARGETS,
     HALF_DTYPES,
     CompileResult,
@@ -29,6 +30,9 @@ from sgtriton.ops.compile_gate import (
     summarize,
     tensor_core_instructions,
 )
+from sgtriton.inspection.launches import capture_launch, example_launches, specialise
+from sgtriton.ops import bias_act as bias_act_module
+from sgtriton.ops._runtime import KERNELS, KernelConfig, declare_kernel
 
 # ---- Captured from real runs (triton 3.9.0, its bundled ptxas and cuobjdump 13.1) of two
 # ---- throwaway kernels: a 1-warp row normalisation of 8192 fp32 values (spills) and a 64x64x32
@@ -132,6 +136,15 @@ def _result(**values) -> CompileResult:
     return CompileResult(**base)
 
 
+def test_hmma_fallback_on_sm90_fails_only_default_configs():
+    fallback = dict(target=90, expects_tensor_cores=True, mma_ops=("HMMA",))
+    assert _result(**fallback, default_config=True).problems() == ["HMMA fallback (no wgmma) in the default config"]
+    assert _result(**fallback, dtype="fp32", default_config=True).hmma_fallback
+    assert _result(**fallback).ok and _result(**fallback).hmma_fallback  # reported, not failed
+    assert not _result(**{**fallback, "target": 80}, default_config=True).hmma_fallback
+    assert _result(**{**fallback, "mma_ops": ("HGMMA",)}, default_config=True).ok
+
+
 def test_problems_name_each_reason_to_fail():
     assert _result().ok
     assert _result(spill_stores=8, spill_loads=8).problems() == ["spills 8B/8B"]
@@ -162,6 +175,50 @@ def _copy_kernel(x_ptr, y_ptr, BLOCK: triton.language.constexpr):
     triton.language.store(y_ptr + offs, triton.language.load(x_ptr + offs))
 
 
+@triton.jit
+def _strided_copy_kernel(x_ptr, y_ptr, n, stride, scale, BLOCK: triton.language.constexpr):
+    offs = triton.language.arange(0, BLOCK)
+    mask = offs < n
+    triton.language.store(y_ptr + offs, triton.language.load(x_ptr + offs * stride, mask=mask) * scale, mask=mask)
+
+
+def _strided_copy_launch(x, y, stride):
+    _strided_copy_kernel[(1,)](x, y, y.numel(), stride, 2.0, BLOCK=64, num_warps=2, num_stages=1)
+
+
+def test_capture_specialises_like_the_jit():
+    """Aligned pointers and multiples of 16 get ``tt.divisibility``, a unit stride folds to 1, floats stay."""
+    spec = declare_kernel("compile_gate_capture_double", _strided_copy_kernel, [KernelConfig({}, 2, 1)],
+                          dtypes=("fp32",))
+    try:
+        x, y = torch.zeros(128), torch.zeros(65)
+        launch = capture_launch(spec, lambda: _strided_copy_launch(x, y[1:], 1))
+        found = specialise(spec, launch, 90)
+        assert found.hints == {"x_ptr": "D", "n": "D", "stride": "=1"}  # y[1:] is 4 bytes off: no hint
+        assert found.signature == {"x_ptr": "*fp32", "y_ptr": "*fp32", "n": "i32", "stride": "constexpr",
+                                   "scale": "fp32", "BLOCK": "constexpr"}
+        assert found.options == {"num_warps": 2, "num_stages": 1}
+        unaligned = specialise(spec, capture_launch(spec, lambda: _strided_copy_launch(x[1:], y[:63], 3)), 90)
+        assert unaligned.hints == {"y_ptr": "D"}
+        assert globals()["_strided_copy_kernel"] is spec.fn  # the recorder is gone again
+    finally:
+        KERNELS.pop(spec.name, None)
+
+
+def test_every_shipped_kernel_declares_example_launches_that_reach_its_kernel():
+    import_all_kernel_modules()
+    for name in shipped_kernels():
+        spec = KERNELS[name]
+        assert spec.launches is not None and spec.aot_signature is None, name
+        calls = example_launches(spec, spec.dtypes[0])
+        assert calls, name
+        launch = capture_launch(spec, next(iter(calls.values())))
+        found = specialise(spec, launch, 90)
+        assert found.options["num_warps"] == spec.default_config.num_warps, name
+        pointers = [arg for arg, kind in found.signature.items() if kind.startswith("*")]
+        assert pointers and all(found.hints.get(arg) == "D" for arg in pointers[:1]), (name, found.hints)
+
+
 def test_kernels_declared_outside_the_package_are_not_shipped_and_signature_errors_are_results():
     def broken_signature(config, dtype):
         raise KeyError("BLOCK_Q")
@@ -186,7 +243,7 @@ def test_kernels_declared_outside_the_package_are_not_shipped_and_signature_erro
 def gate_results() -> list[CompileResult]:
     failures = import_all_kernel_modules()
     assert not failures, f"kernel modules failed to import: {failures}"
-    return run_compile_gate(targets=DEFAULT_TARGETS, default_config_only=True)
+    return run_compile_gate(targets=DEFAULT_TARGETS, default_config_only=True, default_variant_only=True)
 
 
 def _fail_with_report(bad: list[CompileResult], results: list[CompileResult], what: str) -> None:
@@ -213,6 +270,32 @@ def test_no_kernel_spills_or_exceeds_the_target(gate_results):
     _fail_with_report(bad, gate_results, "spills or resources beyond the target")
 
 
+def test_default_conv_configs_use_wgmma_on_sm90(gate_results):
+    convs = [r for r in gate_results if r.expects_tensor_cores and r.target >= 90 and r.error is None]
+    assert convs
+    _fail_with_report([r for r in convs if "HGMMA" not in r.mma_ops], gate_results, "no HGMMA on sm_90")
+
+
+def test_gate_compiles_the_launched_specialisation(gate_results):
+    """The hints come from the launcher: the up=2 layer's tensors are 16-byte aligned and its unit strides folded."""
+    up2 = next(r for r in gate_results if r.kernel == "modconv2d_up2" and r.dtype == "fp16" and r.target == 90)
+    assert up2.variant == "demod-noise-clamp"
+    assert up2.hints["x_ptr"] == up2.hints["wp_ptr"] == up2.hints["out_ptr"] == "D"
+    assert up2.hints["stride_xw"] == up2.hints["stride_po"] == "=1"
+
+
+@pytest.mark.slow
+def test_every_variant_and_config_compiles_cleanly():
+    """Every example launch (flag combination) with the default config, and every config with the
+    most common launch, for each dtype and target (~580 compiles, about 12 minutes on 2 cores; the
+    full cross product, twice that, is ``sgtriton kernels --report``)."""
+    results = run_compile_gate(targets=DEFAULT_TARGETS, default_config_only=True)
+    results += run_compile_gate(targets=DEFAULT_TARGETS, default_variant_only=True)
+    variants = {(r.kernel, r.variant) for r in results}
+    assert ("modconv2d", "plain") in variants and ("torgb", "no-skip") in variants
+    _fail_with_report([r for r in results if not r.ok], results, "problems")
+
+
 def test_half_precision_tensor_core_kernels_use_tensor_cores(gate_results):
     bad = [r for r in gate_results if r.error is None and "no tensor cores" in r.problems()]
     _fail_with_report(bad, gate_results, "no HMMA/HGMMA although declared uses_tensor_cores")
@@ -225,7 +308,8 @@ def test_half_precision_tensor_core_kernels_use_tensor_cores(gate_results):
 
 def test_a_second_run_comes_from_the_cache(gate_results):
     first = next(r for r in gate_results if r.error is None)
-    again = run_compile_gate([first.kernel], targets=(first.target,), default_config_only=True)
+    again = run_compile_gate([first.kernel], targets=(first.target,), default_config_only=True,
+                             default_variant_only=True)
     assert again and all(r.cached for r in again)
     same = next(r for r in again if r.dtype == first.dtype)
     assert (same.registers, same.spills, same.shared_bytes) == (first.registers, first.spills, first.shared_bytes)
@@ -246,10 +330,10 @@ def test_kernels_command_lists_every_declared_kernel():
 def test_kernels_command_report_table_and_json(gate_results, tmp_path):
     json_path = tmp_path / "report.json"
     result = CliRunner().invoke(kernels_command, ["--report", "--kernel", "bias_act", "--default-config",
-                                                  "--json", str(json_path)])
+                                                  "--default-variant", "--json", str(json_path)])
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if line.startswith("kernel ")).split()
-    assert header[:5] == ["kernel", "config", "dtype", "target", "regs"]
+    assert header[:6] == ["kernel", "variant", "config", "dtype", "target", "regs"]
     assert "sm_80" in result.output and "sm_90" in result.output
     assert "compiles of 1 kernel:" in result.output
     assert '"registers"' in json_path.read_text()

@@ -57,7 +57,7 @@ def _declared_kernels() -> dict:
     import sgtriton.ops
 
     for module in pkgutil.iter_modules(sgtriton.ops.__path__):
-        if module.name.startswith("_") or module.name == "compile_gate":
+        if module.name.startswith("_"):
             continue
         try:
             importlib.import_module(f"sgtriton.ops.{module.name}")

@@ -6,7 +6,7 @@ A :data:`Pruner` answers "which configs of this kernel must not be tried on this
 The default config is never pruned: it is what runs when nothing is tuned, so it is always
 measured as the baseline.
 
-:func:`default_pruner` plugs in the compile gate (``sgtriton.ops.compile_gate``) when it is
+:func:`default_pruner` plugs in the compile gate (``sgtriton.inspection.compile_gate``) when it is
 installed, looking for either of:
 
 * ``rejected_configs(spec, dtype, capability) -> iterable of KernelConfig`` (used as is), or
@@ -32,7 +32,7 @@ Pruner = Callable[[KernelSpec, "str | None", int], Iterable[KernelConfig]]
 #: ``(spec, config, dtype, compute capability) -> compile result or None``.
 CompileResults = Callable[[KernelSpec, KernelConfig, str, int], Any]
 
-COMPILE_GATE_MODULE = "sgtriton.ops.compile_gate"
+COMPILE_GATE_MODULE = "sgtriton.inspection.compile_gate"
 
 
 def no_pruning(spec: KernelSpec, dtype: str | None, capability: int) -> list[KernelConfig]:
@@ -82,7 +82,7 @@ def reject_by_compile_results(results: CompileResults,
 
 
 def default_pruner() -> Pruner:
-    """The compile gate's pruner if ``sgtriton.ops.compile_gate`` is importable, else :func:`no_pruning`."""
+    """The compile gate's pruner if ``sgtriton.inspection.compile_gate`` is importable, else :func:`no_pruning`."""
     try:
         gate = importlib.import_module(COMPILE_GATE_MODULE)
     except ImportError:

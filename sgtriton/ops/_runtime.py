@@ -6,24 +6,26 @@
   plugins', all importing from this package) does before it decorates a kernel: it sets
   ``TRITON_INTERPRET=1`` when no CUDA device is present and the variable is unset.
 * :func:`declare_kernel` -- every ``@triton.jit`` kernel is declared once, beside its launcher,
-  with its tuning space (a list of :class:`KernelConfig`, the first being the default) and a
-  function that gives the ahead-of-time compile signatures for a config and dtype. The compile
-  gate (``sgtriton kernels --report``) and the tuner read :data:`KERNELS`; nothing else lists
-  kernels.
-* :func:`launch_config` -- the config a launcher uses for a given shape key: the default unless a
-  config selector (the persistent tuner) is installed. Under the interpreter only the default
-  ever runs.
+  with its tuning space (a list of :class:`KernelConfig`, the first being the default) and its
+  *example launches*: calls into the launcher at real layer shapes, one per flag combination the
+  blocks launch. The compile gate (``sgtriton.inspection``) records what each example passes to
+  the kernel and compiles exactly that, so no signature is typed by hand. The gate and the tuner
+  read :data:`KERNELS`; nothing else lists kernels.
+* :func:`launch_config` -- the config a launcher uses for a given shape key: a config forced by
+  :func:`forced_config` (the compile gate), else the default unless a config selector (the
+  persistent tuner) is installed. Under the interpreter the tuner is never asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
 import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,36 @@ def configure_interpreter() -> bool:
             os.environ[INTERPRET_ENV] = "1"
     # Triton >= 3.9 warns when this is unset; pin today's default (fusion on) explicitly.
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    if interpreter_active():
+        _fix_interpreter_scalar_index()
     return interpreter_active()
+
+
+def _fix_interpreter_scalar_index() -> None:
+    """Let Triton < 3.9's interpreter use runtime scalars as ``range()`` bounds under numpy >= 2.4.
+
+    The interpreter holds every scalar kernel argument as a one-element 1-D array and implements
+    ``tensor.__index__`` as ``int(data)``, which numpy 2.4 refuses for arrays that are not 0-d; so
+    any ``for i in range(0, n, BLOCK)`` with a runtime ``n`` raised ``TypeError`` (Triton 3.9 reads
+    ``int(data.squeeze())``). This installs that form, for the interpreter only: compiled kernels
+    never call ``__index__``, and kernels keep runtime loop bounds (no recompiles per shape).
+    """
+    import triton
+
+    if tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 9):
+        return
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_sgtriton_scalar_index", False):
+        return
+
+    def patch_lang_tensor(tensor: Any, scope: Any) -> None:
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor._sgtriton_scalar_index = True  # type: ignore[attr-defined]
+    interpreter._patch_lang_tensor = patch_lang_tensor
 
 
 def interpreter_active() -> bool:
@@ -63,21 +94,28 @@ class KernelConfig:
 
 #: ``(signature, constexprs)`` for ``triton.compiler.ASTSource``: argument name -> Triton type
 #: string (``'*fp16'``, ``'i32'``, ``'fp32'``, ``'constexpr'``) and constexpr name -> value.
+#: Only for kernels without example launches (test doubles); shipped kernels declare launches.
 AotSignature = tuple[dict[str, str], dict[str, Any]]
+
+#: ``launches(dtype, device) -> {variant: call}``: each ``call()`` runs the kernel's launcher once
+#: on tensors of ``device`` in ``dtype`` (``'fp32'``, ``'fp16'``, ...) at a real layer's shapes.
+#: The first variant is the one the generators launch most (the compile gate's default).
+ExampleLaunches = Callable[[str, Any], dict[str, Callable[[], Any]]]
 
 
 @dataclass
 class KernelSpec:
-    """A declared kernel: its JIT function, tuning space and compile signatures."""
+    """A declared kernel: its JIT function, tuning space and example launches (see :data:`ExampleLaunches`)."""
 
     name: str
     fn: Any
     configs: tuple[KernelConfig, ...]
-    aot_signature: Callable[[KernelConfig, str], AotSignature]
+    aot_signature: Callable[[KernelConfig, str], AotSignature] | None = None
     dtypes: tuple[str, ...] = ("fp32", "fp16")
     uses_tensor_cores: bool = False
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    launches: ExampleLaunches | None = None
 
     @property
     def default_config(self) -> KernelConfig:
@@ -88,23 +126,31 @@ KERNELS: dict[str, KernelSpec] = {}
 
 ConfigSelector = Callable[[KernelSpec, Hashable], KernelConfig | None]
 _config_selector: ConfigSelector | None = None
+#: Configs forced per kernel name by :func:`forced_config`.
+_forced_configs: dict[str, KernelConfig] = {}
 
 
 def declare_kernel(
     name: str,
     fn: Any,
     configs: list[KernelConfig] | tuple[KernelConfig, ...],
-    aot_signature: Callable[[KernelConfig, str], AotSignature],
+    aot_signature: Callable[[KernelConfig, str], AotSignature] | None = None,
     dtypes: tuple[str, ...] = ("fp32", "fp16"),
     uses_tensor_cores: bool = False,
     description: str = "",
+    launches: ExampleLaunches | None = None,
 ) -> KernelSpec:
-    """Declare ``fn`` under ``name`` (once) with its tuning space; returns the spec."""
+    """Declare ``fn`` under ``name`` (once) with its tuning space and example launches; returns the spec.
+
+    ``launches`` (see :data:`ExampleLaunches`) is how the compile gate learns the signature; a
+    hand-written ``aot_signature`` is accepted only for kernels that have no launcher.
+    """
     if not configs:
         raise ValueError(f"configs: kernel {name!r} needs at least one config")
     if name in KERNELS and KERNELS[name].fn is not fn:
         raise ValueError(f"name={name!r}: a different kernel is already declared under this name")
-    spec = KernelSpec(name, fn, tuple(configs), aot_signature, dtypes, uses_tensor_cores, description)
+    spec = KernelSpec(name, fn, tuple(configs), aot_signature, dtypes, uses_tensor_cores, description,
+                      launches=launches)
     KERNELS[name] = spec
     return spec
 
@@ -115,8 +161,25 @@ def set_config_selector(selector: ConfigSelector | None) -> None:
     _config_selector = selector
 
 
+@contextlib.contextmanager
+def forced_config(spec: KernelSpec, config: KernelConfig) -> Iterator[None]:
+    """Within the block every launch of ``spec`` uses ``config`` (the compile gate's examples)."""
+    previous = _forced_configs.get(spec.name)
+    _forced_configs[spec.name] = config
+    try:
+        yield
+    finally:
+        if previous is None:
+            _forced_configs.pop(spec.name, None)
+        else:
+            _forced_configs[spec.name] = previous
+
+
 def launch_config(spec: KernelSpec, key: Hashable) -> KernelConfig:
     """The config to launch ``spec`` with for shape key ``key`` (the default under the interpreter)."""
+    forced = _forced_configs.get(spec.name)
+    if forced is not None:
+        return forced
     if _config_selector is not None and not interpreter_active():
         chosen = _config_selector(spec, key)
         if chosen is not None:
@@ -139,6 +202,16 @@ TORCH_TO_TRITON = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fl
 def triton_dtype(dtype: Any) -> str:
     """``torch.float16`` -> ``'fp16'`` (for signatures and config keys)."""
     return TORCH_TO_TRITON[str(dtype).replace("torch.", "")]
+
+
+def torch_dtype(name: str) -> Any:
+    """``'fp16'`` -> ``torch.float16`` (the inverse of :func:`triton_dtype`)."""
+    import torch
+
+    for torch_name, triton_name in TORCH_TO_TRITON.items():
+        if triton_name == name:
+            return getattr(torch, torch_name)
+    raise ValueError(f"dtype={name!r}: expected one of {sorted(TORCH_TO_TRITON.values())}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, triton_dtype
+from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, torch_dtype, triton_dtype
 from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
 
 
@@ -136,18 +136,16 @@ def _bias_act_kernel(
     tl.store(y_ptr + offs, v.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def _bias_act_aot(config: KernelConfig, dtype: str) -> tuple[dict[str, str], dict[str, object]]:
-    """Compile signature: the fullest variant (lrelu, bias, clamp) on rows of ``BLOCK`` elements."""
-    signature = {
-        "x_ptr": f"*{dtype}", "b_ptr": "*fp32", "y_ptr": f"*{dtype}",
-        "rows": "i32", "channels": "i32", "inner": "i32",
-        "alpha": "fp32", "gain": "fp32", "clamp": "fp32",
-        "ACT": "constexpr", "HAS_BIAS": "constexpr", "HAS_CLAMP": "constexpr",
-        "BLOCK_R": "constexpr", "BLOCK_I": "constexpr",
+def _bias_act_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): a 512-channel 32x32 feature map, as the generators use it."""
+    x = torch.randn(2, 512, 32, 32, dtype=torch_dtype(dtype), device=device)
+    b = torch.randn(512, device=device)
+    lrelu, linear = ACTIVATIONS["lrelu"].kernel_code, ACTIVATIONS["linear"].kernel_code
+    return {
+        "lrelu-bias-clamp": lambda: _bias_act_launch(x, b, 1, lrelu, 0.2, math.sqrt(2), 256.0),
+        "lrelu-bias": lambda: _bias_act_launch(x, b, 1, lrelu, 0.2, math.sqrt(2), None),
+        "linear-nobias": lambda: _bias_act_launch(x, None, 1, linear, 0.0, 1.0, None),
     }
-    constexprs = {"ACT": ACTIVATIONS["lrelu"].kernel_code, "HAS_BIAS": True, "HAS_CLAMP": True,
-                  "BLOCK_R": 1, "BLOCK_I": config.meta["BLOCK"]}
-    return signature, constexprs
 
 
 BIAS_ACT_KERNEL = declare_kernel(
@@ -159,7 +157,7 @@ BIAS_ACT_KERNEL = declare_kernel(
         KernelConfig(meta={"BLOCK": 4096}, num_warps=8, num_stages=1),
         KernelConfig(meta={"BLOCK": 512}, num_warps=4, num_stages=1),
     ],
-    aot_signature=_bias_act_aot,
+    launches=_bias_act_launches,
     dtypes=("fp32", "fp16", "bf16"),
     description="elementwise bias + activation + gain + clamp, fp32 maths, one rounding on store",
 )

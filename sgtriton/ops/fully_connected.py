@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, triton_dtype
+from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, torch_dtype, triton_dtype
 from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
 from sgtriton.ops.bias_act import ACTIVATIONS, activate, bias_act_ref, resolve_activation
 
@@ -315,48 +315,55 @@ def _truncate_kernel(
         tl.store(y_row + i * features, tl.where(i < cutoff, truncated, kept), mask=ok)
 
 
-def _fc_signature(dtype: str) -> dict[str, str]:
+def _mapping_examples(dtype: str, device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """A StyleGAN2 mapping network's operands: ``z [8, 512]`` and eight ``[512, 512]`` layers."""
+    x = torch.randn(8, 512, dtype=torch_dtype(dtype), device=device)
+    weights = [torch.randn(512, 512, device=device) for _ in range(8)]
+    biases = [torch.randn(512, device=device) for _ in range(8)]
+    return x, weights, biases
+
+
+def _pixel_norm_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): the mapping network's input (``z [8, 512]``)."""
+    x = torch.randn(8, 512, dtype=torch_dtype(dtype), device=device)
+    return {"z": lambda: _pixel_norm_launch(x, PIXEL_NORM_EPS)}
+
+
+def _fully_connected_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): a mapping layer (lrelu) and a style affine (linear), 512 wide."""
+    x, weights, biases = _mapping_examples(dtype, device)
+    lrelu, linear = ACTIVATIONS["lrelu"].kernel_code, ACTIVATIONS["linear"].kernel_code
+    gain = 1 / 512 ** 0.5
     return {
-        "x_ptr": f"*{dtype}", "w_ptr": "*fp32", "b_ptr": "*fp32", "y_ptr": f"*{dtype}",
-        "batch": "i32", "in_features": "i32", "out_features": "i32", "stride_x": "i32", "stride_w": "i32",
-        "weight_gain": "fp32", "bias_gain": "fp32", "alpha": "fp32", "act_gain": "fp32",
+        "mapping-layer": lambda: _fully_connected_launch(x, weights[0], biases[0], gain * 0.01, 0.01, lrelu, 0.2,
+                                                         2 ** 0.5),
+        "affine": lambda: _fully_connected_launch(x, weights[1], biases[1], gain, 1.0, linear, 0.0, 1.0),
+        "no-bias": lambda: _fully_connected_launch(x, weights[2], None, gain, 1.0, linear, 0.0, 1.0),
     }
 
 
-def _with_constexprs(signature: dict[str, str], constexprs: dict[str, object]) -> tuple[dict, dict]:
-    return {**signature, **{name: "constexpr" for name in constexprs}}, constexprs
-
-
-def _pixel_norm_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
-    signature = {"x_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "rows": "i32", "features": "i32",
-                 "stride_x": "i32", "eps": "fp32"}
-    return _with_constexprs(signature, dict(config.meta))
-
-
-def _fully_connected_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
-    """Compile signature: the mapping layer (lrelu, bias)."""
-    constexprs = {"ACT": ACTIVATIONS["lrelu"].kernel_code, "HAS_BIAS": True, **config.meta}
-    return _with_constexprs(_fc_signature(dtype), constexprs)
-
-
-def _mapping_chain_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
-    """Compile signature: StyleGAN2's mapping (pixel norm, lrelu, bias)."""
-    signature = {
-        "x_ptr": f"*{dtype}", "w_first_ptr": "*fp32", "w_rest_ptr": "*fp32", "b_ptr": "*fp32",
-        "scratch_ptr": "*fp32", "y_ptr": "*fp32",
-        "batch": "i32", "in_features": "i32", "features": "i32", "num_layers": "i32", "stride_x": "i32",
-        "weight_gain_first": "fp32", "weight_gain_rest": "fp32", "bias_gain": "fp32", "alpha": "fp32",
-        "act_gain": "fp32", "eps": "fp32",
+def _mapping_chain_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): StyleGAN2's 8-layer mapping (pixel norm first), a conditional
+    one (``[z, embed(c)]`` of 1024 features into the first layer) and StyleGAN1's (lr multiplier 0.01)."""
+    x, weights, biases = _mapping_examples(dtype, device)
+    xc = torch.randn(8, 1024, dtype=torch_dtype(dtype), device=device)
+    first_c = torch.randn(512, 1024, device=device)
+    lrelu = ACTIVATIONS["lrelu"].kernel_code
+    gains = [0.01 / 512 ** 0.5] * 8
+    return {
+        "stylegan2": lambda: _mapping_chain_launch(x, weights, biases, gains, 0.01, lrelu, 0.2, 2 ** 0.5, True,
+                                                   PIXEL_NORM_EPS),
+        "conditional": lambda: _mapping_chain_launch(xc, [first_c, *weights[1:]], biases,
+                                                     [0.01 / 1024 ** 0.5, *gains[1:]], 0.01, lrelu, 0.2,
+                                                     2 ** 0.5, False, PIXEL_NORM_EPS),
     }
-    constexprs = {"ACT": ACTIVATIONS["lrelu"].kernel_code, "HAS_BIAS": True, "NORMALIZE_INPUT": True,
-                  **config.meta}
-    return _with_constexprs(signature, constexprs)
 
 
-def _truncate_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
-    signature = {"w_ptr": f"*{dtype}", "w_avg_ptr": "*fp32", "y_ptr": f"*{dtype}", "features": "i32",
-                 "num_ws": "i32", "cutoff": "i32", "stride_w": "i32", "psi": "fp32"}
-    return _with_constexprs(signature, dict(config.meta))
+def _truncate_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): config F's 18 ``w`` rows, cutoff 8."""
+    w = torch.randn(8, 512, dtype=torch_dtype(dtype), device=device)
+    w_avg = torch.randn(512, device=device)
+    return {"config-f": lambda: _truncate_launch(w, w_avg, 18, 0.7, 8)}
 
 
 PIXEL_NORM_KERNEL = declare_kernel(
@@ -367,7 +374,7 @@ PIXEL_NORM_KERNEL = declare_kernel(
         KernelConfig(meta={"BLOCK_M": 1, "BLOCK_F": 512}, num_warps=4, num_stages=1),
         KernelConfig(meta={"BLOCK_M": 16, "BLOCK_F": 128}, num_warps=4, num_stages=1),
     ],
-    aot_signature=_pixel_norm_aot,
+    launches=_pixel_norm_launches,
     dtypes=("fp32", "fp16", "bf16"),
     description="pixel norm (2nd-moment normalisation) of the rows of a matrix",
 )
@@ -381,7 +388,7 @@ FULLY_CONNECTED_KERNEL = declare_kernel(
         KernelConfig(meta={"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
         KernelConfig(meta={"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=3),
     ],
-    aot_signature=_fully_connected_aot,
+    launches=_fully_connected_launches,
     dtypes=("fp32", "fp16", "bf16"),
     description="equalised-lr linear layer with fused bias, activation and gain (fp32 ieee dot)",
 )
@@ -395,7 +402,7 @@ MAPPING_CHAIN_KERNEL = declare_kernel(
         KernelConfig(meta={"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}, num_warps=4, num_stages=3),
         KernelConfig(meta={"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=2),
     ],
-    aot_signature=_mapping_chain_aot,
+    launches=_mapping_chain_launches,
     dtypes=("fp32", "fp16", "bf16"),
     description="pixel norm + every FC layer of the mapping network in one launch (small batch)",
 )
@@ -408,7 +415,7 @@ TRUNCATE_KERNEL = declare_kernel(
         KernelConfig(meta={"BLOCK_D": 128}, num_warps=1, num_stages=1),
         KernelConfig(meta={"BLOCK_D": 1024}, num_warps=8, num_stages=1),
     ],
-    aot_signature=_truncate_aot,
+    launches=_truncate_launches,
     dtypes=("fp32", "fp16", "bf16"),
     description="broadcast w to num_ws rows and lerp the first cutoff rows towards w_avg",
 )

@@ -66,7 +66,6 @@ only, so the launcher computes them once per weight version and caches them
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -74,14 +73,13 @@ import triton
 import triton.language as tl
 
 from sgtriton.ops._runtime import (
-    AotSignature,
     KernelConfig,
     KernelSpec,
     WeightDerivedCache,
     declare_kernel,
     interpreter_active,
-    jit_function,
     launch_config,
+    torch_dtype,
     triton_dtype,
 )
 from sgtriton.ops._triton_utils import check_kernel_input, check_same_device
@@ -435,73 +433,61 @@ def _modconv_kernel(
 # Declarations: tuning spaces and ahead-of-time signatures
 # ----------------------------------------------------------------------------------------------
 
-#: Scalar (non-pointer, non-constexpr) kernel arguments passed as fp32; all others are i32.
-_FLOAT_ARGS = frozenset({"fan_in_rsqrt", "alpha", "gain", "clamp"})
-
-
-#: Strides that are 1 for the contiguous tensors the launchers pass (innermost axes). Triton's JIT
-#: specialises an integer argument equal to 1 into the constant 1, so the ahead-of-time signature
-#: does the same to compile what the GPU will run.
-UNIT_STRIDES = {
-    3: ("stride_xw", "stride_ww", "stride_pw", "stride_si", "stride_nw", "stride_kw"),
-    # The phase weights are laid out [4, 3, 3, I, O].
-    "up2": ("stride_xw", "stride_ww", "stride_po", "stride_si", "stride_nw", "stride_kw"),
-    # A [O, I, 1, 1] weight is contiguous with strides (I, 1, 1, 1).
-    1: ("stride_xw", "stride_wi", "stride_wh", "stride_ww", "stride_pi", "stride_ph", "stride_pw", "stride_si",
-        "stride_nw", "stride_kw"),
-}
-
-
-def aot_signature_for(fn, pointer_types: dict[str, str], constexprs: dict) -> AotSignature:
-    """``(signature, constexprs)`` for ``fn``: pointers from ``pointer_types``, floats, i32 otherwise;
-    names in ``constexprs`` (including specialised unit strides) become ``constexpr``."""
-    signature = {}
-    for name in inspect.signature(jit_function(fn).fn).parameters:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = pointer_types[name]
-        else:
-            signature[name] = "fp32" if name in _FLOAT_ARGS else "i32"
-    return signature, dict(constexprs)
-
-
 #: Tuning space of the style-layer GEMM (first = default): wide tiles for the 512-channel low
 #: resolutions, tall narrow tiles for the 32/64-channel high resolutions. Every entry compiles for
-#: sm_80 and sm_90 in fp32 and fp16 without spills (128 x 128 tiles spill on sm_90).
+#: sm_80 and sm_90 in fp32 and fp16 without spills under Triton 3.6 and 3.9, with the arguments the
+#: launcher passes (128 x 128 tiles spill on sm_90; under 3.6, fp32 on sm_80 spills at 64 x 128 x 32
+#: with 8 warps, and 8-warp 256-row tiles only fit with 2 stages). The default uses wgmma on sm_90
+#: (BLOCK_M >= 64 per warpgroup; the 32-row entry runs HMMA there).
 MODCONV_CONFIGS = (
     KernelConfig({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=4, num_stages=3),
     KernelConfig({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 16}, num_warps=8, num_stages=3),
-    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=4, num_stages=4),
-    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=8, num_stages=2),
     KernelConfig({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     KernelConfig({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=3),
 )
 
 
-def _modconv_aot(up: int):
-    def signature(config: KernelConfig, dtype: str) -> AotSignature:
-        # The StyleGAN2 layer as the generator runs it: 3x3, demodulated, noise, bias, lrelu, clamp.
-        pointers = dict.fromkeys(("w_ptr", "wp_ptr", "s_ptr", "bias_ptr", "noise_ptr", "strength_ptr",
-                                  "skip_ptr"), "*fp32")
-        pointers.update(x_ptr=f"*{dtype}", out_ptr=f"*{dtype}")
-        constexprs = dict(UP=up, KH=3, KW=3, DEMOD=True, PRENORM=dtype == "fp16", HAS_NOISE=True,
-                          HAS_BIAS=True, ACT=1, USE_CLAMP=True, SKIP=False, FLAT_X=True, **config.meta)
-        constexprs.update(dict.fromkeys(UNIT_STRIDES[3] if up == 1 else UNIT_STRIDES["up2"], 1))
-        return aot_signature_for(_modconv_kernel, pointers, constexprs)
-    return signature
+def _modconv_launches(up: int):
+    """Example launches (compile gate): a 512-channel layer at 16x16 input, batch 2, as each block
+    launches it -- StyleGAN2 (demodulated, noise, bias, lrelu, with and without ``conv_clamp``,
+    without noise), the revised and StyleGAN1 convs (no demodulation, linear, nothing fused), and an
+    input whose image plane is not contiguous (``FLAT_X`` off)."""
+
+    def launches(dtype: str, device: torch.device) -> dict:
+        n, c, res = 2, 512, 16
+        x = torch.randn(n, c, res, res, dtype=torch_dtype(dtype), device=device)
+        x_strided = x.to(memory_format=torch.channels_last)
+        weight, styles, bias = (torch.randn(c, c, 3, 3, device=device), torch.randn(n, c, device=device),
+                                torch.randn(c, device=device))
+        noise = torch.randn(n, 1, res * up, res * up, device=device)
+        strength = torch.full([1], 0.1, device=device)
+        stylegan2 = dict(bias=bias, noise=noise, noise_strength=strength, act="lrelu", gain=math.sqrt(2))
+
+        def layer(inputs=x, **options):
+            return lambda: modulated_conv2d_triton(inputs, weight, styles, up=up, **options)
+
+        return {
+            "demod-noise-clamp": layer(**stylegan2, clamp=256.0),
+            "demod-noise": layer(**stylegan2),
+            "demod-clamp": layer(**{**stylegan2, "noise": None}, clamp=256.0),
+            "plain": layer(demodulate=False, act="linear", gain=1.0),
+            "demod-strided-x": layer(x_strided, **stylegan2, clamp=256.0),
+        }
+
+    return launches
 
 
 #: One kernel source, two declared specialisations: ``UP`` changes the grid, the weight operand
 #: and the store pattern, so each gets its own compile-gate entry and tuned configs.
 MODCONV_KERNEL: KernelSpec = declare_kernel(
-    "modconv2d", _modconv_kernel, MODCONV_CONFIGS, _modconv_aot(1), uses_tensor_cores=True,
+    "modconv2d", _modconv_kernel, MODCONV_CONFIGS, uses_tensor_cores=True, launches=_modconv_launches(1),
     description="modulated conv (k x k, up=1) + demod + noise + bias + act + clamp, one implicit GEMM",
 )
 MODCONV_UP2_KERNEL: KernelSpec = declare_kernel(
-    "modconv2d_up2", _modconv_kernel, MODCONV_CONFIGS, _modconv_aot(2), uses_tensor_cores=True,
+    "modconv2d_up2", _modconv_kernel, MODCONV_CONFIGS, uses_tensor_cores=True, launches=_modconv_launches(2),
     description="modulated 3x3 transposed conv + [1,3,3,1] FIR (polyphase) + demod + noise + bias + act + clamp",
 )
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from sgtriton.ops._runtime import KernelConfig, KernelSpec, declare_kernel, launch_config, triton_dtype
+from sgtriton.ops._runtime import KernelConfig, KernelSpec, declare_kernel, launch_config, torch_dtype, triton_dtype
 from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
 from sgtriton.ops.bias_act import ACTIVATIONS, activate, bias_act_ref, resolve_activation
 
@@ -198,25 +198,31 @@ def _rms_normalize_kernel(
         tl.store(y_plane + offs, v.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def _adain_epilogue_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
-    signature = {
-        "x_ptr": f"*{dtype}", "noise_ptr": f"*{dtype}", "noise_weight_ptr": "*fp32", "bias_ptr": "*fp32",
-        "style_ptr": "*fp32", "y_ptr": f"*{dtype}", "channels": "i32", "hw": "i32", "stride_noise_n": "i32",
-        "stride_style_n": "i32", "alpha": "fp32", "eps": "fp32", "HAS_NOISE": "constexpr", "BLOCK": "constexpr",
+def _adain_epilogue_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): a StyleGAN1 512-channel 32x32 layer, with and without noise."""
+    x = torch.randn(2, 512, 32, 32, dtype=torch_dtype(dtype), device=device)
+    noise = torch.randn(2, 1, 32, 32, dtype=torch_dtype(dtype), device=device)
+    weight, bias, style = torch.randn(512, device=device), torch.randn(512, device=device), \
+        torch.randn(2, 1024, device=device)
+    return {
+        "noise": lambda: _adain_epilogue_launch(x, noise, weight, bias, style, 0.2, NORM_EPS),
+        "no-noise": lambda: _adain_epilogue_launch(x, None, None, bias, style, 0.2, NORM_EPS),
     }
-    return signature, {"HAS_NOISE": True, "BLOCK": config.meta["BLOCK"]}
 
 
-def _rms_normalize_aot(config: KernelConfig, dtype: str) -> tuple[dict, dict]:
-    signature = {
-        "x_ptr": f"*{dtype}", "noise_ptr": f"*{dtype}", "noise_strength_ptr": "*fp32", "bias_ptr": "*fp32",
-        "y_ptr": f"*{dtype}", "channels": "i32", "hw": "i32", "stride_noise_n": "i32", "eps": "fp32",
-        "alpha": "fp32", "gain": "fp32", "clamp": "fp32", "HAS_NOISE": "constexpr", "HAS_BIAS": "constexpr",
-        "ACT": "constexpr", "USE_CLAMP": "constexpr", "BLOCK": "constexpr",
+def _rms_normalize_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): the revised block's 512-channel 32x32 epilogue (noise, bias,
+    lrelu, clamp), without clamp, without noise, and the bare normalisation."""
+    x = torch.randn(2, 512, 32, 32, dtype=torch_dtype(dtype), device=device)
+    noise = torch.randn(2, 1, 32, 32, dtype=torch_dtype(dtype), device=device)
+    strength, bias = torch.full([1], 0.1, device=device), torch.randn(512, device=device)
+    gain = 2 ** 0.5
+    return {
+        "full": lambda: _rms_normalize_launch(x, noise, strength, bias, "lrelu", 0.2, gain, 256.0, NORM_EPS),
+        "no-clamp": lambda: _rms_normalize_launch(x, noise, strength, bias, "lrelu", 0.2, gain, None, NORM_EPS),
+        "no-noise": lambda: _rms_normalize_launch(x, None, None, bias, "lrelu", 0.2, gain, 256.0, NORM_EPS),
+        "plain": lambda: _rms_normalize_launch(x, None, None, None, "linear", 0.0, 1.0, None, NORM_EPS),
     }
-    constexprs = {"HAS_NOISE": True, "HAS_BIAS": True, "ACT": ACTIVATIONS["lrelu"].kernel_code, "USE_CLAMP": True,
-                  "BLOCK": config.meta["BLOCK"]}
-    return signature, constexprs
 
 
 #: Tuning space of the one-plane-a-program kernels (first = default): positions per loop step.
@@ -231,7 +237,7 @@ ADAIN_EPILOGUE_KERNEL = declare_kernel(
     "adain_epilogue",
     _adain_epilogue_kernel,
     configs=PLANE_CONFIGS,
-    aot_signature=_adain_epilogue_aot,
+    launches=_adain_epilogue_launches,
     dtypes=("fp32", "fp16", "bf16"),
     description="StyleGAN1 epilogue: noise, bias, lrelu, instance norm, style scale/bias; one plane a program",
 )
@@ -240,7 +246,7 @@ RMS_NORMALIZE_KERNEL = declare_kernel(
     "rms_normalize",
     _rms_normalize_kernel,
     configs=PLANE_CONFIGS,
-    aot_signature=_rms_normalize_aot,
+    launches=_rms_normalize_launches,
     dtypes=("fp32", "fp16", "bf16"),
     description="divide each (n, c) plane by its RMS (+ noise, bias, act, gain, clamp); one plane a program",
 )

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, triton_dtype
+from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, torch_dtype, triton_dtype
 from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
 
 PadSpec = int | Sequence[int]
@@ -232,19 +232,21 @@ def _upfirdn2d_kernel(
     tl.store(y_plane + oy[:, None] * out_w + ox[None, :], acc.to(y_ptr.dtype.element_ty), mask=out_ok)
 
 
-def _upfirdn2d_aot(config: KernelConfig, dtype: str) -> tuple[dict[str, str], dict[str, object]]:
-    """Compile signature: the generator's case, up=2 with the 4x4 ``[1,3,3,1]`` filter."""
-    signature = {
-        "x_ptr": f"*{dtype}", "f_ptr": "*fp32", "y_ptr": f"*{dtype}",
-        "channels": "i32", "in_h": "i32", "in_w": "i32", "out_h": "i32", "out_w": "i32",
-        "stride_xn": "i32", "stride_xc": "i32", "stride_xh": "i32", "stride_xw": "i32",
-        "pad_x0": "i32", "pad_y0": "i32", "gain": "fp32",
+def _upfirdn2d_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): the generators' resampling of a 512-channel 32x32 map --
+    StyleGAN2's 2x up-sampling with the 4x4 ``[1,3,3,1]`` filter (skip images, 3 channels, too),
+    StyleGAN1's nearest 2x up-sampling and its 3x3 blur."""
+    x = torch.randn(2, 512, 32, 32, dtype=torch_dtype(dtype), device=device)
+    img = torch.randn(2, 3, 32, 32, dtype=torch_dtype(dtype), device=device)
+    fir = setup_filter(STYLEGAN_FILTER).to(device)
+    blur = setup_filter([1, 2, 1]).to(device)
+    nearest = torch.ones([2, 2], device=device)
+    return {
+        "up2-fir": lambda: _upfirdn2d_launch(x, fir, (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0),
+        "up2-fir-image": lambda: _upfirdn2d_launch(img, fir, (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0),
+        "up2-nearest": lambda: _upfirdn2d_launch(x, nearest, (2, 2), (1, 1), (1, 0, 1, 0), False, 1.0),
+        "blur3": lambda: _upfirdn2d_launch(x, blur, (1, 1), (1, 1), (1, 1, 1, 1), False, 1.0),
     }
-    constexprs = {"UP_X": 2, "UP_Y": 2, "DOWN_X": 1, "DOWN_Y": 1, "FILTER_W": 4, "FILTER_H": 4,
-                  "SEPARABLE": False, "FLIP_FILTER": False,
-                  "BLOCK_H": config.meta["BLOCK_H"], "BLOCK_W": config.meta["BLOCK_W"]}
-    signature.update({name: "constexpr" for name in constexprs})
-    return signature, constexprs
 
 
 UPFIRDN2D_KERNEL = declare_kernel(
@@ -256,7 +258,7 @@ UPFIRDN2D_KERNEL = declare_kernel(
         KernelConfig(meta={"BLOCK_H": 8, "BLOCK_W": 64}, num_warps=4, num_stages=1),
         KernelConfig(meta={"BLOCK_H": 32, "BLOCK_W": 64}, num_warps=8, num_stages=1),
     ],
-    aot_signature=_upfirdn2d_aot,
+    launches=_upfirdn2d_launches,
     dtypes=("fp32", "fp16", "bf16"),
     description="fused zero-insert up-sampling, padding/cropping, FIR filter and decimation",
 )

@@ -43,11 +43,9 @@ the mixture of the phase weights), the demodulation reads ``G`` of the original 
 
 from __future__ import annotations
 
-import inspect
-
 import triton
 import triton.language as tl
-from sgtriton.ops._runtime import AotSignature, KernelConfig, KernelSpec, declare_kernel, jit_function
+from sgtriton.ops._runtime import KernelConfig, KernelSpec, declare_kernel
 from sgtriton.ops.modconv import DEMOD_EPS, FP32_DOT_PRECISION
 
 _EPS = tl.constexpr(DEMOD_EPS)
@@ -250,10 +248,6 @@ UNROLL_MAX_BANK = 4
 #: The bank size each regime is compiled with in the gate: the block's default, and the next size up.
 AOT_BANK_SIZES = {True: UNROLL_MAX_BANK, False: 2 * UNROLL_MAX_BANK}
 
-#: Scalar kernel arguments passed as fp32 (every other non-pointer, non-constexpr argument is i32).
-_FLOAT_ARGS = frozenset({"fan_in_rsqrt", "alpha", "gain", "clamp"})
-
-
 def bank_p2(bank_size: int) -> int:
     """The power-of-two width the kernel loads the logits with (``tl.arange`` needs one)."""
     return max(triton.next_power_of_2(bank_size), 2)
@@ -264,33 +258,45 @@ def unroll_bank(bank_size: int) -> bool:
     return bank_size <= UNROLL_MAX_BANK
 
 
-def aot_signature(up: int, dtype: str, config: KernelConfig, bank_size: int) -> AotSignature:
-    """``(signature, constexprs)`` of the layer as generators run it: 3x3, noise, clamp, ``bank_size``."""
-    constexprs = dict(UP=up, KH=3, KW=3, BANK=bank_size, BANK_P2=bank_p2(bank_size),
-                      UNROLL_BANK=unroll_bank(bank_size), PRENORM=dtype == "fp16", HAS_NOISE=True, USE_CLAMP=True,
-                      **config.meta)
-    signature = {}
-    for name in inspect.signature(jit_function(_adaptive_modconv_kernel).fn).parameters:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = f"*{dtype}" if name in ("x_ptr", "out_ptr") else "*fp32"
-        else:
-            signature[name] = "fp32" if name in _FLOAT_ARGS else "i32"
-    return signature, constexprs
+def example_launches(up: int, bank_size: int):
+    """Example launches (compile gate) of the layer as generators run it: 256 channels at 16x16
+    (32x32 out for ``up = 2``), batch 2, a bank of ``bank_size`` 3x3 kernels; with noise and clamp,
+    without clamp, and without noise."""
+
+    def launches(dtype: str, device) -> dict:
+        import torch
+        from sgtriton.ops._runtime import torch_dtype
+
+        from sgtriton_adaptive_kernel.ops import adaptive_modulated_conv2d_triton
+
+        n, c, res = 2, 256, 16
+        x = torch.randn(n, c, res, res, dtype=torch_dtype(dtype), device=device)
+        bank = torch.randn(bank_size, c, c, 3, 3, device=device)
+        logits, styles, bias = (torch.randn(n, bank_size, device=device), torch.randn(n, c, device=device),
+                                torch.randn(c, device=device))
+        noise = torch.randn(n, 1, res * up, res * up, device=device)
+        strength = torch.full([1], 0.1, device=device)
+
+        def layer(**options):
+            return lambda: adaptive_modulated_conv2d_triton(x, bank, logits, styles, bias, up=up, **options)
+
+        return {
+            "noise-clamp": layer(noise=noise, noise_strength=strength, clamp=256.0),
+            "noise": layer(noise=noise, noise_strength=strength),
+            "no-noise": layer(clamp=256.0),
+        }
+
+    return launches
 
 
 def _declare(up: int, unrolled: bool) -> KernelSpec:
     bank_size = AOT_BANK_SIZES[unrolled]
-
-    def signature(config: KernelConfig, dtype: str) -> AotSignature:
-        return aot_signature(up, dtype, config, bank_size)
-
     name = "adaptive_modconv2d" + ("_up2" if up == 2 else "") + ("" if unrolled else "_large_bank")
     conv = ("3x3 transposed conv + [1,3,3,1] FIR (polyphase)" if up == 2 else "k x k conv")
     bank = f"bank <= {UNROLL_MAX_BANK} unrolled" if unrolled else f"bank > {UNROLL_MAX_BANK} looped"
     return declare_kernel(
-        name, _adaptive_modconv_kernel, ADAPTIVE_MODCONV_CONFIGS, signature, uses_tensor_cores=True,
+        name, _adaptive_modconv_kernel, ADAPTIVE_MODCONV_CONFIGS, uses_tensor_cores=True,
+        launches=example_launches(up, bank_size),
         description=f"adaptive-kernel (GigaGAN) {conv}, softmax bank mix in the weight-tile prologue ({bank}) "
                     f"+ mod/demod (Gram) + noise + bias + lrelu + clamp, one implicit GEMM",
     )

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from sgtriton import registry
 from sgtriton.cli import main
 from sgtriton.graph.nodes import LayerNode
+from sgtriton.inspection.launches import capture_launch, example_launches, specialise
 from sgtriton.ops._runtime import KERNELS, jit_function
 
 from sgtriton_adaptive_kernel.block import AdaptiveKernelBlock
@@ -89,18 +90,19 @@ def test_layer_parameters_and_torgb():
     assert block.kernels(torgb, "triton") == moddemod.kernels(torgb, "triton")
 
 
-def test_every_declared_kernel_has_a_signature_for_each_config_and_dtype():
+def test_every_declared_kernel_launches_its_bank_regime_in_each_dtype():
+    """The compile gate's signatures come from the launcher: each spec's example launch reaches its kernel."""
     parameters = list(inspect.signature(jit_function(_adaptive_modconv_kernel).fn).parameters)
     assert len(KERNEL_SPECS) == 4
-    for spec in KERNEL_SPECS.values():
+    for (up, unrolled), spec in KERNEL_SPECS.items():
         assert KERNELS[spec.name] is spec and spec.configs == ADAPTIVE_MODCONV_CONFIGS
         assert spec.dtypes == ("fp32", "fp16") and spec.uses_tensor_cores
-        for config in spec.configs:
-            for dtype in spec.dtypes:
-                signature, constexprs = spec.aot_signature(config, dtype)
-                assert list(signature) == parameters
-                assert {k for k, v in signature.items() if v == "constexpr"} == set(constexprs)
-                assert signature["x_ptr"] == signature["out_ptr"] == f"*{dtype}"
+        for dtype in spec.dtypes:
+            launch = capture_launch(spec, next(iter(example_launches(spec, dtype).values())))
+            found = specialise(spec, launch, 90)
+            assert list(found.signature) == parameters
+            assert found.signature["x_ptr"] == found.signature["out_ptr"] == f"*{dtype}"
+            assert launch.kwargs["UP"] == up and launch.kwargs["UNROLL_BANK"] == unrolled
 
 
 def test_custom_op_is_registered_with_a_fake_kernel():

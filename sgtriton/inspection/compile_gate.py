@@ -1,10 +1,15 @@
-"""Ahead-of-time compile gate: every declared kernel x config x dtype x target, compiled without a GPU.
+"""Ahead-of-time compile gate: every declared kernel x launch variant x config x dtype x target,
+compiled without a GPU exactly as a launch would compile it.
 
 Triton's interpreter forgives what the GPU compiler does not (layouts, register pressure, shared
 memory, unsupported ops), so every kernel in :data:`~sgtriton.ops._runtime.KERNELS` is also
-compiled here with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cap, 32))`` for each
-target (sm_80 and sm_90 by default), each of its declared configs and dtypes. Per compile it
-records:
+compiled here with ``triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget(
+"cuda", cap, 32))`` for each target (sm_80 and sm_90 by default), each of its declared configs and
+dtypes, and each *launch variant*: the kernel's declared example launches (one per flag
+combination the blocks launch, at real layer shapes) are run through the launcher with the kernel
+replaced by a recorder, and the recorded arguments are specialised as the JIT specialises them
+(:mod:`sgtriton.inspection.launches`: alignment and divisibility hints, integers equal to 1 folded).
+So the gate compiles what runs, not a hand-typed signature. Per compile it records:
 
 * ``registers`` and ``static_shared_bytes`` -- ``cuobjdump --dump-resource-usage`` of the cubin;
 * ``spill_stores`` / ``spill_loads`` (bytes) -- the ``ptxas -v`` log Triton prints on request;
@@ -13,8 +18,12 @@ records:
 * ``compile_seconds`` and the compile ``error`` (captured, never raised).
 
 A result *fails* (:meth:`CompileResult.problems`) on a compile error, on any spill, on shared
-memory or registers beyond what the target can launch, and on a half-precision (fp16/bf16)
-compile of a kernel declared ``uses_tensor_cores=True`` that has no tensor-core instruction.
+memory or registers beyond what the target can launch, on a half-precision (fp16/bf16) compile of
+a kernel declared ``uses_tensor_cores=True`` that has no tensor-core instruction, and, on sm_90,
+on a *default* config of such a kernel whose fp16/fp32 dots fall back from wgmma (``HGMMA``) to the
+older ``HMMA`` (Triton does so for tiles of ``BLOCK_M < 64`` per warpgroup, e.g. ``BLOCK_M = 32``
+or 2 warps). Non-default configs that fall back are reported (``HMMA fallback``), not failed: the
+tuner may still find them fastest for small layers.
 
 Kernel modules decorate their kernels once, at import, and under the interpreter (the default on a
 machine without CUDA) helpers such as ``activate`` become interpreted functions that Triton's
@@ -25,7 +34,8 @@ importing the kernel modules once). Results are cached on disk under ``$SGTRITON
 the ``@triton.jit`` helpers it calls), config, signature, dtype, target and Triton version.
 
 ``sgtriton kernels`` lists the declared kernels; ``sgtriton kernels --report`` runs the gate
-(:data:`kernels_command`).
+(:data:`kernels_command`): by default every variant and config; ``--default-config`` and
+``--default-variant`` narrow it to what the CI test compiles.
 """
 
 from __future__ import annotations
@@ -51,6 +61,8 @@ from typing import Any
 
 import click
 
+from sgtriton.files import atomic_write
+from sgtriton.inspection.launches import Specialisation, capture_launch, example_launches, specialise
 from sgtriton.ops._runtime import (
     KERNELS,
     SHARED_MEMORY_BY_CAPABILITY,
@@ -66,8 +78,10 @@ DEFAULT_TARGETS = (80, 90)
 REGISTERS_PER_BLOCK = 65536
 #: Dtypes whose ``tl.dot`` must run on tensor cores in kernels declared ``uses_tensor_cores``.
 HALF_DTYPES = ("fp16", "bf16")
+#: Dtypes whose dots must use wgmma (``HGMMA``) on sm_90 in a default config.
+WGMMA_DTYPES = ("fp16", "bf16", "fp32")
 #: Bump when the recorded fields or their meaning change, so old cache files are ignored.
-GATE_SCHEMA = 1
+GATE_SCHEMA = 2
 MAX_WORKERS = 2
 #: Compile errors are kept to this many characters (Triton's can include the whole PTX).
 MAX_ERROR_CHARS = 4000
@@ -208,6 +222,9 @@ class CompileResult:
     target: int
     num_warps: int = 0
     expects_tensor_cores: bool = False
+    variant: str = ""
+    default_config: bool = False
+    hints: dict[str, str] = field(default_factory=dict)
     registers: int | None = None
     spill_stores: int | None = None
     spill_loads: int | None = None
@@ -229,6 +246,12 @@ class CompileResult:
     def tensor_cores(self) -> bool:
         return bool(self.mma_ops)
 
+    @property
+    def hmma_fallback(self) -> bool:
+        """On sm_90, a tensor-core kernel whose dots run as ``HMMA`` instead of wgmma (``HGMMA``)."""
+        return (self.target >= 90 and self.expects_tensor_cores and self.dtype in WGMMA_DTYPES
+                and "HMMA" in self.mma_ops and "HGMMA" not in self.mma_ops)
+
     def problems(self) -> list[str]:
         """Why this compile fails the gate (empty when it passes)."""
         if self.error is not None:
@@ -244,6 +267,8 @@ class CompileResult:
             found.append(f"regs {self.registers}x{32 * self.num_warps} threads > {REGISTERS_PER_BLOCK}")
         if self.expects_tensor_cores and self.dtype in HALF_DTYPES and not self.tensor_cores:
             found.append("no tensor cores")
+        if self.default_config and self.hmma_fallback:
+            found.append("HMMA fallback (no wgmma) in the default config")
         return found
 
     @property
@@ -277,7 +302,8 @@ def _shared_memory_limit(capability: int) -> int | None:
 
 @dataclass(frozen=True)
 class CompileJob:
-    """One compile to run: ``KERNELS[kernel].configs[config_index]`` for ``dtype`` on ``target``."""
+    """One compile to run: ``KERNELS[kernel]``'s launch ``variant`` with ``configs[config_index]``
+    for ``dtype`` on ``target``, specialised as the launch was (``specialisation``)."""
 
     kernel: str
     module: str
@@ -288,10 +314,13 @@ class CompileJob:
     num_warps: int
     expects_tensor_cores: bool
     key: str
+    variant: str
+    specialisation: Specialisation
 
     def result(self, **values: Any) -> CompileResult:
         return CompileResult(self.kernel, self.config, self.dtype, self.target, self.num_warps,
-                             self.expects_tensor_cores, **values)
+                             self.expects_tensor_cores, self.variant, self.config_index == 0,
+                             dict(self.specialisation.hints), **values)
 
 
 def _trim(text: str) -> str:
@@ -314,14 +343,13 @@ def compile_job(job: CompileJob) -> CompileResult:
         if job.kernel not in KERNELS:  # declared by a module no block or ops import reaches
             importlib.import_module(job.module)
         spec = KERNELS[job.kernel]
-        config = spec.configs[job.config_index]
-        signature, constexprs = spec.aot_signature(config, job.dtype)
-        source = ASTSource(fn=jit_function(spec.fn), signature=signature, constexprs=constexprs)
+        found = job.specialisation
+        source = ASTSource(fn=jit_function(spec.fn), signature=found.signature, constexprs=found.constexprs,
+                           attrs=found.attrs)
         # Triton prints the `ptxas -v` log (spill counts) to stdout when asked to.
         with knobs.nvidia.scope(), contextlib.redirect_stdout(log):
             knobs.nvidia.dump_ptxas_log = True
-            compiled = triton.compile(source, target=GPUTarget("cuda", job.target, 32),
-                                      options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+            compiled = triton.compile(source, target=GPUTarget("cuda", job.target, 32), options=found.options)
     except Exception as exc:
         return job.result(compile_seconds=time.perf_counter() - start,
                           error=_trim(f"{type(exc).__name__}: {exc}"))
@@ -379,14 +407,15 @@ def aot_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _job_key(spec: KernelSpec, source_hash: str, config_index: int, dtype: str, target: int,
-             signature: Any) -> str:
+             variant: str, found: Specialisation) -> str:
     import triton
 
     config = spec.configs[config_index]
     parts = {
         "schema": GATE_SCHEMA, "triton": triton.__version__, "kernel": spec.name, "source": source_hash,
         "config": str(config), "meta": sorted(config.meta.items()), "dtype": dtype, "target": target,
-        "signature": repr(signature), "fp_fusion": os.environ.get("TRITON_DEFAULT_FP_FUSION", ""),
+        "variant": variant, "specialisation": found.key(),
+        "fp_fusion": os.environ.get("TRITON_DEFAULT_FP_FUSION", ""),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
 
@@ -404,9 +433,7 @@ def _cache_read(folder: Path, key: str) -> CompileResult | None:
 def _cache_write(folder: Path, key: str, result: CompileResult) -> None:
     with contextlib.suppress(OSError):  # an unwritable cache only costs speed
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as handle:
-            json.dump(result.to_json(), handle)
-        os.replace(handle.name, folder / f"{key}.json")
+        atomic_write(folder / f"{key}.json", json.dumps(result.to_json()))
 
 
 def select_kernels(names: Iterable[str] | None = None) -> list[KernelSpec]:
@@ -420,9 +447,48 @@ def select_kernels(names: Iterable[str] | None = None) -> list[KernelSpec]:
     return [KERNELS[n] for n in names]
 
 
-def plan_jobs(specs: Sequence[KernelSpec], targets: Sequence[int], default_config_only: bool
-              ) -> tuple[list[CompileJob], list[CompileResult]]:
-    """The compiles to run, and results for combinations whose ``aot_signature`` already fails."""
+def _hand_specialisation(spec: KernelSpec, config_index: int, dtype: str) -> Specialisation:
+    """A kernel without example launches (a test double): its hand-written ``aot_signature``, no hints."""
+    if spec.aot_signature is None:
+        raise ValueError(f"kernel={spec.name!r}: declares neither example launches nor aot_signature")
+    config = spec.configs[config_index]
+    signature, constexprs = spec.aot_signature(config, dtype)
+    return Specialisation(dict(signature), dict(constexprs), {}, {"num_warps": config.num_warps,
+                                                                    "num_stages": config.num_stages}, {})
+
+
+def _specialisations(spec: KernelSpec, config_index: int, dtype: str, targets: Sequence[int],
+                     default_variant_only: bool) -> Iterator[tuple[str, dict[int, Specialisation] | Exception]]:
+    """``(variant, {target: specialisation})`` per example launch of ``spec`` (an exception in place
+    of the dict when capturing fails); one unnamed variant for a hand-typed ``aot_signature``."""
+    if spec.launches is None:
+        try:
+            found = _hand_specialisation(spec, config_index, dtype)
+        except Exception as exc:
+            yield "", exc
+            return
+        yield "", dict.fromkeys(targets, found)
+        return
+    try:
+        calls = example_launches(spec, dtype)
+    except Exception as exc:
+        yield "-", exc
+        return
+    for variant, call in list(calls.items())[:1] if default_variant_only else calls.items():
+        try:
+            launch = capture_launch(spec, call, spec.configs[config_index])
+            yield variant, {target: specialise(spec, launch, target) for target in targets}
+        except Exception as exc:
+            yield variant, exc
+
+
+def plan_jobs(specs: Sequence[KernelSpec], targets: Sequence[int], default_config_only: bool,
+              default_variant_only: bool = False) -> tuple[list[CompileJob], list[CompileResult]]:
+    """The compiles to run, and results for combinations whose launch capture already fails.
+
+    Each example launch is captured once per config and dtype (in this process, under the
+    interpreter when no GPU is present) and specialised per target.
+    """
     jobs: list[CompileJob] = []
     failed: list[CompileResult] = []
     for spec in specs:
@@ -430,18 +496,19 @@ def plan_jobs(specs: Sequence[KernelSpec], targets: Sequence[int], default_confi
         configs = spec.configs[:1] if default_config_only else spec.configs
         for index, config in enumerate(configs):
             for dtype in spec.dtypes:
-                try:
-                    signature = spec.aot_signature(config, dtype)
-                except Exception as exc:
-                    for target in targets:
-                        failed.append(CompileResult(
+                for variant, found in _specialisations(spec, index, dtype, targets, default_variant_only):
+                    if isinstance(found, Exception):
+                        what = "aot_signature" if spec.launches is None else "launch capture"
+                        failed.extend(CompileResult(
                             spec.name, str(config), dtype, target, config.num_warps, spec.uses_tensor_cores,
-                            error=_trim(f"aot_signature: {type(exc).__name__}: {exc}"), cacheable=False))
-                    continue
-                for target in targets:
-                    key = _job_key(spec, source_hash, index, dtype, target, signature)
-                    jobs.append(CompileJob(spec.name, kernel_module(spec), index, str(config), dtype, target,
-                                           config.num_warps, spec.uses_tensor_cores, key))
+                            variant, index == 0, error=_trim(f"{what}: {type(found).__name__}: {found}"),
+                            cacheable=False) for target in targets)
+                        continue
+                    for target in targets:
+                        key = _job_key(spec, source_hash, index, dtype, target, variant, found[target])
+                        jobs.append(CompileJob(spec.name, kernel_module(spec), index, str(config), dtype, target,
+                                               config.num_warps, spec.uses_tensor_cores, key, variant,
+                                               found[target]))
     return jobs, failed
 
 
@@ -496,14 +563,16 @@ def run_compile_gate(
     use_cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     on_result: Callable[[CompileResult], None] | None = None,
+    default_variant_only: bool = False,
 ) -> list[CompileResult]:
-    """Compile every declared kernel x config x dtype x target ahead of time; one result each.
+    """Compile every declared kernel x launch variant x config x dtype x target ahead of time; one result each.
 
     ``kernels`` limits the run to those names; ``default_config_only`` compiles only each kernel's
-    first (default) config; ``workers`` caps the process pool (at most :data:`MAX_WORKERS`);
-    ``use_cache=False`` recompiles everything (and still refreshes the cache). Modules that fail to
-    import and ``aot_signature`` calls that raise come back as failed results, as do compile errors.
-    Results are in declaration order: kernel, config, dtype, target.
+    first (default) config, ``default_variant_only`` only its first example launch; ``workers``
+    caps the process pool (at most :data:`MAX_WORKERS`); ``use_cache=False`` recompiles everything
+    (and still refreshes the cache). Modules that fail to import and example launches that fail to
+    capture come back as failed results, as do compile errors. Results are in declaration order:
+    kernel, config, dtype, variant, target.
     """
     targets = tuple(targets)
     for target in targets:
@@ -511,7 +580,7 @@ def run_compile_gate(
             raise ValueError(f"targets: {target} is not a known compute capability; expected e.g. 80 or 90")
     import_failures = import_all_kernel_modules()
     specs = select_kernels(kernels)
-    jobs, results = plan_jobs(specs, targets, default_config_only)
+    jobs, results = plan_jobs(specs, targets, default_config_only, default_variant_only)
     for module, error in import_failures.items():
         results.append(CompileResult(module, "-", "-", 0, error=f"import: {error}", cacheable=False))
     report = on_result or (lambda result: None)
@@ -542,8 +611,8 @@ def run_compile_gate(
 # Report
 # --------------------------------------------------------------------------------------------
 
-REPORT_COLUMNS = ("kernel", "config", "dtype", "target", "regs", "spills", "smem", "tensor cores", "time",
-                  "status")
+REPORT_COLUMNS = ("kernel", "variant", "config", "dtype", "target", "regs", "spills", "smem", "tensor cores",
+                  "hints", "time", "status")
 
 
 def _row(result: CompileResult) -> tuple[str, ...]:
@@ -555,14 +624,21 @@ def _row(result: CompileResult) -> tuple[str, ...]:
     if result.static_shared_bytes:
         smem += f"+{result.static_shared_bytes}"
     target = f"sm_{result.target}" if result.target else "-"
+    divisible = sum(hint == "D" for hint in result.hints.values())
+    ones = sum(hint == "=1" for hint in result.hints.values())
+    if result.ok:
+        status = "ok, HMMA fallback" if result.hmma_fallback else "ok"
+    else:
+        status = "FAIL: " + "; ".join(result.problems())
     return (
-        result.kernel, result.config, result.dtype, target,
+        result.kernel, result.variant or "-", result.config, result.dtype, target,
         "-" if failed else number(result.registers),
         "-" if failed else f"{result.spills}" if result.spill_stores is not None else "?",
         "-" if failed else smem,
         "-" if failed else ",".join(result.mma_ops) or "no",
+        f"{divisible}D,{ones}=1",
         "cache" if result.cached else f"{result.compile_seconds:.2f}s",
-        "ok" if result.ok else "FAIL: " + "; ".join(result.problems()),
+        status,
     )
 
 
@@ -604,7 +680,7 @@ def format_errors(results: Sequence[CompileResult], max_lines: int = 12) -> str:
         lines = r.error.strip().splitlines()
         shown = "\n    ".join(lines[:max_lines]) + ("\n    ..." if len(lines) > max_lines else "")
         target = f" sm_{r.target}" if r.target else ""
-        blocks.append(f"{r.kernel} [{r.config}] {r.dtype}{target}:\n    {shown}")
+        blocks.append(f"{r.kernel}/{r.variant or '-'} [{r.config}] {r.dtype}{target}:\n    {shown}")
     return "\n".join(blocks)
 
 
@@ -635,13 +711,15 @@ def _format_listing(specs: Sequence[KernelSpec]) -> str:
 @click.option("--kernel", "kernels", multiple=True, help="Only this kernel (repeatable).")
 @click.option("--default-config", "default_config_only", is_flag=True,
               help="Only each kernel's default (first) config.")
+@click.option("--default-variant", "default_variant_only", is_flag=True,
+              help="Only each kernel's first example launch (its most common flag combination).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write every result (with full errors) to this JSON file.")
 @click.option("--jobs", type=click.IntRange(1, MAX_WORKERS), default=MAX_WORKERS, show_default=True,
               help="Worker processes.")
 @click.option("--no-cache", is_flag=True, help="Recompile everything (cache: $SGTRITON_CACHE_DIR/aot).")
 def kernels_command(report: bool, targets: tuple[int, ...], kernels: tuple[str, ...], default_config_only: bool,
-                    json_path: Path | None, jobs: int, no_cache: bool) -> None:
+                    default_variant_only: bool, json_path: Path | None, jobs: int, no_cache: bool) -> None:
     """List the declared Triton kernels; with --report, compile them for sm_80/sm_90 without a GPU.
 
     The report shows registers, spills, shared memory (dynamic+static bytes), tensor-core opcodes
@@ -663,7 +741,8 @@ def kernels_command(report: bool, targets: tuple[int, ...], kernels: tuple[str, 
     with tqdm(desc="compiling", unit="compile", leave=False, disable=None) as bar:
         try:
             results = run_compile_gate(kernels or None, targets, default_config_only, jobs, not no_cache,
-                                       on_result=lambda result: bar.update())
+                                       on_result=lambda result: bar.update(),
+                                       default_variant_only=default_variant_only)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     wall = time.perf_counter() - start
@@ -673,7 +752,7 @@ def kernels_command(report: bool, targets: tuple[int, ...], kernels: tuple[str, 
         click.echo("\nerrors:\n" + errors)
     click.echo(summarize(results, wall))
     if json_path is not None:
-        json_path.write_text(json.dumps([r.to_json() for r in results], indent=1))
+        atomic_write(json_path, json.dumps([r.to_json() for r in results], indent=1))
     if not all(r.ok for r in results):
         raise click.exceptions.Exit(1)
 
