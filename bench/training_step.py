@@ -38,9 +38,10 @@ def training_step_workload(device: torch.device, dtype: torch.dtype, batch: int,
 
     def run(impl: str) -> Callable[[torch.Tensor], torch.Tensor]:
         def step(ws):
-            ws = ws.detach().requires_grad_()
-            img = G.synthesis(ws, noise_mode="const", impl=impl)
-            grads = torch.autograd.grad((img * cotangent).sum(), [ws, *params])
+            with torch.enable_grad():  # the runner times every provider under no_grad
+                ws = ws.detach().requires_grad_()
+                img = G.synthesis(ws, noise_mode="const", impl=impl)
+                grads = torch.autograd.grad((img * cotangent).sum(), [ws, *params])
             return torch.cat([g.flatten().float() for g in grads])
         return step
 

@@ -86,13 +86,21 @@ def test_bias_act_gradients(device, act, clamp):
                        dtype=torch.float32, lengths={"x": 1, "b": 15}, name=f"bias_act {act}")
 
 
-@pytest.mark.parametrize("up,down,padding,flip", [(2, 1, [2, 1, 2, 1], False), (1, 2, [1, 1, 1, 1], False),
-                                                  (3, 2, [0, 2, 1, -1], True)])
-def test_upfirdn2d_gradients(device, up, down, padding, flip):
-    f = setup_filter([1, 3, 3, 1]).to(device)
+#: Asymmetric filters (a symmetric one such as [1, 3, 3, 1] would hide a missing flip in the adjoint):
+#: a 2x3 non-separable one and an 8-tap separable one.
+ASYMMETRIC_2D = [[1.0, 2.0, 0.5], [3.0, 1.0, 4.0]]
+ASYMMETRIC_1D = [1.0, 2.0, 3.0, 5.0, 4.0, 0.5, 2.0, 1.5]
+
+
+@pytest.mark.parametrize("taps,up,down,padding,flip", [
+    ([1, 3, 3, 1], 2, 1, [2, 1, 2, 1], False), (ASYMMETRIC_2D, 1, 2, [1, 1, 1, 1], False),
+    (ASYMMETRIC_2D, 3, 2, [0, 2, 1, -1], True), (ASYMMETRIC_1D, 2, 1, [4, 3, 4, 3], False)])
+def test_upfirdn2d_gradients(device, taps, up, down, padding, flip):
+    f = setup_filter(taps).to(device)
     inputs = to(device, x=randn(2, 3, 5, 6, seed=1))
+    fw, fh = f.shape[-1], f.shape[0]
     check_op_gradients(lambda impl, x: upfirdn2d(x, f.to(x.dtype), up, down, padding, flip, 2.0, impl=impl),
-                       inputs, dtype=torch.float32, lengths={"x": 16}, name=f"upfirdn2d up={up} down={down}")
+                       inputs, dtype=torch.float32, lengths={"x": fw * fh}, name=f"upfirdn2d up={up} down={down}")
 
 
 def test_mapping_ops_gradients(device):
