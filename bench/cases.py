@@ -465,4 +465,6 @@ def generator_cases(device_type: str, suite: str = "quick") -> list[Case]:
 def all_cases(device_type: str, suite: str = "quick") -> list[Case]:
     if suite not in SUITES:
         raise ValueError(f"suite={suite!r}: expected one of {SUITES}")
-    return op_cases(device_type, suite) + generator_cases(device_type, suite)
+    from bench.training_step import training_step_cases  # builds on this module's Case and helpers
+
+    return op_cases(device_type, suite) + generator_cases(device_type, suite) + training_step_cases(device_type, suite)

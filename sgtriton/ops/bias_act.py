@@ -250,3 +250,53 @@ def bias_act(
         clamp = float(clamp) if clamp is not None and clamp >= 0 else None
         return torch.ops.sgtriton.bias_act(x, b, dim, act, alpha, gain, clamp)
     raise ValueError(f"impl={impl!r}: expected 'ref' or 'triton'")
+
+
+# --------------------------------------------------------------------------------------------
+# Backward
+# --------------------------------------------------------------------------------------------
+
+
+def bias_act_input_grad(
+    grad: torch.Tensor, y: torch.Tensor, act: str, alpha: float, gain: float, clamp: float | None,
+) -> torch.Tensor:
+    """``dL/d(x + b)`` from ``grad = dL/dy`` and the output ``y = clamp(act(x + b, alpha) * gain)``.
+
+    The output is enough: ``act(v) * gain`` has the sign of ``v`` times the sign of ``gain`` for every
+    activation in :data:`ACTIVATIONS`, so ``v > 0`` exactly where ``y * gain > 0``, and the clamp
+    passes gradient where ``|y| < clamp`` (values the clamp cut sit exactly on ``+-clamp``). The
+    result is linear in ``grad`` with masks that are constant almost everywhere, so it is itself
+    differentiable (the second derivative of a piecewise-linear activation is zero), in ``grad``'s dtype.
+    """
+    g = grad * gain
+    if act == "lrelu":
+        g = torch.where(y * gain > 0, g, g * alpha)
+    elif act == "relu":
+        g = torch.where(y * gain > 0, g, torch.zeros_like(g))
+    elif act != "linear":
+        raise ValueError(f"act={act!r}: expected one of {sorted(ACTIVATIONS)}")
+    if clamp is not None and clamp >= 0:
+        g = torch.where(y.abs() < clamp, g, torch.zeros_like(g))
+    return g
+
+
+def sum_to_channel(g: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum ``g`` over every axis but ``dim``: the gradient of a bias broadcast along ``dim``."""
+    return g.sum(dim=[i for i in range(g.ndim) if i != dim % g.ndim])
+
+
+def _bias_act_setup_context(ctx, inputs, output):
+    x, b, dim, act, alpha, gain, clamp = inputs
+    ctx.save_for_backward(output)
+    ctx.args = (b is not None, b.dtype if b is not None else None, dim, act, alpha, gain, clamp)
+
+
+def _bias_act_backward(ctx, grad):
+    (y,) = ctx.saved_tensors
+    has_bias, bias_dtype, dim, act, alpha, gain, clamp = ctx.args
+    g = bias_act_input_grad(grad, y, act, alpha, gain, clamp)
+    db = sum_to_channel(g.float(), dim).to(bias_dtype) if has_bias and ctx.needs_input_grad[1] else None
+    return g, db, None, None, None, None, None
+
+
+_bias_act_op.register_autograd(_bias_act_backward, setup_context=_bias_act_setup_context)

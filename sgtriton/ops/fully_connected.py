@@ -35,9 +35,10 @@ import torch
 import triton
 import triton.language as tl
 
+from sgtriton.ops._gradients import rms_norm_vjp
 from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, torch_dtype, triton_dtype
 from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
-from sgtriton.ops.bias_act import ACTIVATIONS, activate, bias_act_ref, resolve_activation
+from sgtriton.ops.bias_act import ACTIVATIONS, activate, bias_act_input_grad, bias_act_ref, resolve_activation
 
 PIXEL_NORM_EPS = 1e-8
 #: Above this batch size ``mapping_chain`` launches one kernel per layer: the fused chain runs its
@@ -760,3 +761,98 @@ def truncate(
     # psi == 1 is an exact broadcast, as in the reference (w_avg + 1 * (w - w_avg) may round).
     cut = 0 if psi == 1 else num_ws if cutoff is None else min(cutoff, num_ws)
     return torch.ops.sgtriton.truncate(w, w_avg, num_ws, float(psi), cut)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward (differentiable PyTorch formulas; the mapping network is small)
+# --------------------------------------------------------------------------------------------
+#
+# One layer, pre = x (W wg)^T + b bg, y = act(pre) * ag, and G = dL/dy:
+#   g = bias_act_input_grad(G, y);  dx = g (W wg);  dW = g^T x wg;  db = bg sum_n g.
+
+
+def _pixel_norm_setup_context(ctx, inputs, output):
+    x, eps = inputs
+    ctx.save_for_backward(x)
+    ctx.eps = eps
+
+
+def _pixel_norm_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return rms_norm_vjp(x, grad, [1], ctx.eps).to(x.dtype), None
+
+
+_pixel_norm_op.register_autograd(_pixel_norm_backward, setup_context=_pixel_norm_setup_context)
+
+
+def _fc_layer_vjp(x, weight, grad, y, weight_gain, bias_gain, act, alpha, act_gain, need_bias: bool):
+    """``(dx, dW, db)`` of one layer from its input ``x``, output ``y`` and ``grad = dL/dy`` (fp32)."""
+    g = bias_act_input_grad(grad.float(), y.float(), act, alpha, act_gain, None)
+    w = weight.float() * weight_gain
+    dx = g @ w
+    dw = (g.transpose(0, 1) @ x.float()) * weight_gain
+    db = g.sum(dim=0) * bias_gain if need_bias else None
+    return dx, dw, db
+
+
+def _fully_connected_setup_context(ctx, inputs, output):
+    x, weight, bias, weight_gain, bias_gain, act, alpha, act_gain = inputs
+    ctx.save_for_backward(x, weight, output)
+    ctx.args = (None if bias is None else bias.dtype, weight_gain, bias_gain, act, alpha, act_gain)
+
+
+def _fully_connected_backward(ctx, grad):
+    x, weight, y = ctx.saved_tensors
+    bias_dtype, weight_gain, bias_gain, act, alpha, act_gain = ctx.args
+    dx, dw, db = _fc_layer_vjp(x, weight, grad, y, weight_gain, bias_gain, act, alpha, act_gain,
+                               bias_dtype is not None)
+    return (dx.to(x.dtype), dw.to(weight.dtype), None if db is None else db.to(bias_dtype),
+            None, None, None, None, None)
+
+
+_fully_connected_op.register_autograd(_fully_connected_backward, setup_context=_fully_connected_setup_context)
+
+
+def _mapping_chain_setup_context(ctx, inputs, output):
+    x, weights, biases, weight_gains, bias_gain, act, alpha, act_gain, normalize_input, eps = inputs
+    ctx.save_for_backward(x, *weights, *biases)
+    ctx.args = (len(weights), bool(biases), list(weight_gains), bias_gain, act, alpha, act_gain, normalize_input, eps)
+
+
+def _mapping_chain_backward(ctx, grad):
+    """Recompute every layer's activations (fp32), then walk the chain back one layer at a time."""
+    num_layers, has_bias, gains, bias_gain, act, alpha, act_gain, normalize_input, eps = ctx.args
+    x, *rest = ctx.saved_tensors
+    weights, biases = rest[:num_layers], rest[num_layers:]
+    h = [normalize_2nd_moment_ref(x.float(), eps=eps) if normalize_input else x.float()]
+    for i, weight in enumerate(weights):
+        h.append(fully_connected_ref(h[-1], weight.float(), biases[i].float() if has_bias else None, gains[i],
+                                     bias_gain, act, act_gain, alpha))
+    dweights, dbiases = [None] * num_layers, [None] * num_layers
+    g = grad.float()
+    for i in reversed(range(num_layers)):
+        g, dw, db = _fc_layer_vjp(h[i], weights[i], g, h[i + 1], gains[i], bias_gain, act, alpha, act_gain,
+                                  has_bias)
+        dweights[i] = dw.to(weights[i].dtype)
+        dbiases[i] = None if db is None else db.to(biases[i].dtype)
+    dx = rms_norm_vjp(x, g, [1], eps) if normalize_input else g
+    return dx.to(x.dtype), dweights, dbiases if has_bias else [], None, None, None, None, None, None, None
+
+
+_mapping_chain_op.register_autograd(_mapping_chain_backward, setup_context=_mapping_chain_setup_context)
+
+
+def _truncate_setup_context(ctx, inputs, output):
+    w, w_avg, num_ws, psi, cutoff = inputs
+    ctx.args = (psi, cutoff, w_avg.dtype)
+
+
+def _truncate_backward(ctx, grad):
+    """``dw = psi sum_{i < cutoff} G_i + sum_{i >= cutoff} G_i``; ``dw_avg = (1 - psi) sum_{n, i < cutoff} G``."""
+    psi, cutoff, avg_dtype = ctx.args
+    dw = grad[:, :cutoff].sum(dim=1) * psi + grad[:, cutoff:].sum(dim=1)
+    dw_avg = (grad[:, :cutoff].float().sum(dim=[0, 1]) * (1 - psi)).to(avg_dtype)
+    return dw, dw_avg, None, None, None
+
+
+_truncate_op.register_autograd(_truncate_backward, setup_context=_truncate_setup_context)

@@ -83,7 +83,7 @@ from sgtriton.ops._runtime import (
     triton_dtype,
 )
 from sgtriton.ops._triton_utils import check_kernel_input, check_same_device
-from sgtriton.ops.bias_act import bias_act_ref, resolve_activation
+from sgtriton.ops.bias_act import bias_act_input_grad, bias_act_ref, resolve_activation
 from sgtriton.ops.conv2d_resample import conv2d_resample
 from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter
 
@@ -725,3 +725,148 @@ def modulated_conv2d_layer(
         noise_strength = noise_strength.reshape(1)
     return torch.ops.sgtriton.modulated_conv2d(x, weight, styles, bias, noise, noise_strength, resample_filter,
                                                up, demodulate, act, alpha, gain, clamp)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------------------------
+#
+# With the effective (fp16: pre-normalised) weight W' and styles s', c = conv_up(x, W' s') and
+# y = clamp(act(d c + strength noise + bias) * gain), d = rsqrt(s'^2 Q'^T + eps). For g = dL/d(d c + ...):
+#
+#   dx[n,i]      = s'[n,i] * u[n,i],   u = conv_up^T(g * d)    -- itself a modulated conv (below)
+#   ds'[n,i]     = sum_p x[n,i,p] u[n,i,p]  -  s'[n,i] sum_o e[n,o] Q'[o,i]
+#   dW'[o,i,k]   = wgrad_k(x * s', g * d)[o,i]  -  W'[o,i,k] sum_n e[n,o] s'[n,i]^2
+#   e[n,o]       = d[n,o]^3 sum_p g[n,o,p] c[n,o,p]              (demodulation's gradient)
+#
+# The transposed conv is the forward kernel again: for up = 1 a conv of g with the weight
+# transposed (in/out swapped) and flipped, modulated by d over its input channels (the layer's
+# output channels) and not demodulated. For up = 2 the forward is four 3x3 phase convs
+# (upsample_phase_weights), so its transpose is one 3x3 conv of the four phases of g stacked as
+# 4*O input channels with the flipped, transposed phase weights. Because it runs through the same
+# differentiable op, the backward has a backward too (double backward, for path-length
+# regularisation). The weight gradient is a batch-and-pixel reduction (PyTorch's conv weight
+# gradient, cuDNN on a GPU); for up = 2 it is taken w.r.t. the phase weights and mapped back
+# through the transpose of the (linear) phase map.
+
+
+def phase_tap_matrix(resample_filter: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """``T [2, 2, 3, 3, 9]`` float64 with ``P[ry, rx, o, i, a, b] = sum_k T[ry, rx, a, b, k] W[o, i, k]``.
+
+    :func:`upsample_phase_weights` is linear in the weight, so applying it to the nine unit 3x3
+    kernels gives its matrix; its transpose maps phase-weight gradients back to weight gradients.
+    """
+    basis = torch.eye(9, dtype=torch.float64, device=device).reshape(9, 1, 3, 3)
+    f = None if resample_filter is None else resample_filter.to(torch.float64)
+    return upsample_phase_weights(basis, f)[:, :, :, 0].permute(0, 1, 3, 4, 2).contiguous()
+
+
+def _effective_operands(weight: torch.Tensor, styles: torch.Tensor, prenorm: bool):
+    """``(W', s')`` in fp32: what the kernel multiplies (pre-normalised for fp16 with demodulation)."""
+    w, s = weight.float(), styles.float()
+    return fp16_prenormalize(w, s) if prenorm else (w, s)
+
+
+def _prenormalize_vjp(weight, styles, dw_eff, ds_eff):
+    """Carry ``dW'``, ``ds'`` back through :func:`fp16_prenormalize` (max-abs gradients shared by ties)."""
+    w, s = weight.float(), styles.float()
+    fan_in = w[0].numel()
+    w_max = w.abs().amax(dim=[1, 2, 3], keepdim=True)
+    s_max = s.abs().amax(dim=1, keepdim=True)
+    w_arg = w.sign() * (w.abs() == w_max)
+    s_arg = s.sign() * (s.abs() == s_max)
+    w_arg = w_arg / w_arg.abs().sum(dim=[1, 2, 3], keepdim=True)
+    s_arg = s_arg / s_arg.abs().sum(dim=1, keepdim=True)
+    a = 1 / (math.sqrt(fan_in) * w_max)
+    dw = dw_eff * a - (dw_eff * w).sum(dim=[1, 2, 3], keepdim=True) * a / w_max * w_arg
+    ds = ds_eff / s_max - (ds_eff * s).sum(dim=1, keepdim=True) / s_max.square() * s_arg
+    return dw, ds
+
+
+def _phases(t: torch.Tensor) -> torch.Tensor:
+    """``[N, C, 2H, 2W]`` -> ``[N, 4C, H, W]``: channel ``(2 ry + rx) * C + c`` holds pixels ``(2m + ry, 2m' + rx)``."""
+    n, c, h2, w2 = t.shape
+    return t.reshape(n, c, h2 // 2, 2, w2 // 2, 2).permute(0, 3, 5, 1, 2, 4).reshape(n, 4 * c, h2 // 2, w2 // 2)
+
+
+def modconv_transposed(
+    g: torch.Tensor, w_eff: torch.Tensor, d: torch.Tensor, up: int, resample_filter: torch.Tensor | None,
+) -> torch.Tensor:
+    """``u = conv_up^T(g * d[:, :, None, None], W')``: ``g [N, O, H*up, W*up]`` -> ``[N, I, H, W]`` in ``g.dtype``.
+
+    One launch of the (differentiable) modulated-conv op, ``d [N, O]`` modulating its input channels.
+    """
+    if up == 1:
+        weight_t = w_eff.transpose(0, 1).flip([2, 3])
+        return torch.ops.sgtriton.modulated_conv2d(g, weight_t.contiguous(), d, None, None, None, None, 1, False,
+                                                   "linear", 0.0, 1.0, None)
+    phase = upsample_phase_weights(w_eff, resample_filter)  # [2, 2, O, I, 3, 3], differentiable in W'
+    weight_t = phase.permute(3, 0, 1, 2, 4, 5).reshape(w_eff.shape[1], 4 * w_eff.shape[0], 3, 3).flip([2, 3])
+    return torch.ops.sgtriton.modulated_conv2d(_phases(g), weight_t.to(torch.float32).contiguous(), d.repeat(1, 4),
+                                               None, None, None, None, 1, False, "linear", 0.0, 1.0, None)
+
+
+def modconv_weight_grad(
+    xs: torch.Tensor, gd: torch.Tensor, weight_shape: torch.Size, up: int, resample_filter: torch.Tensor | None,
+) -> torch.Tensor:
+    """``dW'[o, i, k] = sum_{n, p} gd[n, o, p] xs[n, i, p + k]`` through the layer's conv (fp32)."""
+    out_channels, in_channels, kh, kw = weight_shape
+    if up == 1:
+        return torch.nn.grad.conv2d_weight(xs, weight_shape, gd, padding=kh // 2)
+    d_phase = torch.nn.grad.conv2d_weight(xs, [4 * out_channels, in_channels, 3, 3], _phases(gd), padding=1)
+    taps = phase_tap_matrix(resample_filter, xs.device).to(xs.dtype)
+    d_phase = d_phase.reshape(2, 2, out_channels, in_channels, 3, 3)
+    return torch.einsum("yxabk,yxoiab->oik", taps, d_phase).reshape(weight_shape)
+
+
+def _modconv_setup_context(ctx, inputs, output):
+    x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp = inputs
+    ctx.save_for_backward(x, weight, styles, noise, noise_strength, resample_filter, output)
+    ctx.args = (None if bias is None else bias.dtype, up, demodulate, act, alpha, gain, clamp)
+
+
+def _modconv_backward(ctx, grad):
+    x, weight, styles, noise, strength, resample_filter, y = ctx.saved_tensors
+    bias_dtype, up, demodulate, act, alpha, gain, clamp = ctx.args
+    needs = ctx.needs_input_grad
+    g = bias_act_input_grad(grad, y, act, alpha, gain, clamp)
+    gf = g.float()
+    dbias = gf.sum(dim=[0, 2, 3]).to(bias_dtype) if bias_dtype is not None and needs[3] else None
+    dnoise = dstrength = None
+    if noise is not None:
+        scale = 1.0 if strength is None else strength.float()
+        if needs[4]:
+            dnoise = (gf * scale).sum_to_size(noise.shape).to(noise.dtype)
+        if strength is not None and needs[5]:
+            dstrength = (gf * noise.float()).sum().reshape(strength.shape).to(strength.dtype)
+
+    prenorm = demodulate and x.dtype == torch.float16
+    w_eff, s_eff = _effective_operands(weight, styles, prenorm)
+    if demodulate:
+        d = demodulation_coefficients(w_eff, s_eff)
+        # c: the un-demodulated conv, recomputed by the kernel (fp32 out) rather than stored.
+        c = torch.ops.sgtriton.modulated_conv2d(x, w_eff, s_eff, None, None, None, resample_filter, up, False,
+                                                "linear", 0.0, 1.0, None)
+        e = d.pow(3) * (gf * c.float()).sum(dim=[2, 3])
+    else:
+        d = torch.ones(g.shape[:2], dtype=torch.float32, device=g.device)
+    u = modconv_transposed(g.to(x.dtype), w_eff, d, up, resample_filter).float()
+    dx = (u * s_eff[:, :, None, None]).to(x.dtype) if needs[0] else None
+
+    dweight = dstyles = None
+    if needs[1] or needs[2]:
+        ds_eff = (x.float() * u).sum(dim=[2, 3])
+        dw_eff = modconv_weight_grad(x.float() * s_eff[:, :, None, None], gf * d[:, :, None, None],
+                                     weight.shape, up, resample_filter)
+        if demodulate:
+            q = w_eff.square().flatten(2).sum(-1)
+            ds_eff = ds_eff - s_eff * (e @ q)
+            dw_eff = dw_eff - w_eff * (e.transpose(0, 1) @ s_eff.square())[:, :, None, None]
+        if prenorm:
+            dw_eff, ds_eff = _prenormalize_vjp(weight, styles, dw_eff, ds_eff)
+        dweight = dw_eff.to(weight.dtype) if needs[1] else None
+        dstyles = ds_eff.to(styles.dtype) if needs[2] else None
+    return dx, dweight, dstyles, dbias, dnoise, dstrength, None, None, None, None, None, None, None
+
+
+_modulated_conv2d_op.register_autograd(_modconv_backward, setup_context=_modconv_setup_context)

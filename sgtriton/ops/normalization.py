@@ -26,9 +26,10 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from sgtriton.ops._gradients import rms_norm_vjp
 from sgtriton.ops._runtime import KernelConfig, KernelSpec, declare_kernel, launch_config, torch_dtype, triton_dtype
 from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
-from sgtriton.ops.bias_act import ACTIVATIONS, activate, bias_act_ref, resolve_activation
+from sgtriton.ops.bias_act import ACTIVATIONS, activate, bias_act_input_grad, bias_act_ref, resolve_activation
 
 NORM_EPS = 1e-8
 ADAIN_ALPHA = 0.2
@@ -459,3 +460,80 @@ def rms_normalize_epilogue(
         noise_strength = torch.full([1], float(noise_strength), dtype=torch.float32, device=x.device)
     return torch.ops.sgtriton.rms_normalize(x, noise, noise_strength, bias, act, float(alpha), float(gain),
                                             clamp, float(eps))
+
+
+# --------------------------------------------------------------------------------------------
+# Backward (differentiable PyTorch formulas: these ops are memory-bound and cheap to recompute)
+# --------------------------------------------------------------------------------------------
+
+
+def _adain_epilogue_setup_context(ctx, inputs, output):
+    x, noise, noise_weight, bias, style, alpha, eps = inputs
+    ctx.save_for_backward(x, noise, noise_weight, bias, style)
+    ctx.args = (alpha, eps)
+
+
+def _adain_epilogue_backward(ctx, grad):
+    """Recompute ``t = lrelu(x + noise*nw + bias)``, ``u = instance_norm(t)`` in fp32, then
+    ``du = grad * (1 + gamma)``; ``dt = r (du - mean du) - (t - mu) r^3 mean(du (t - mu))``."""
+    x, noise, noise_weight, bias, style = ctx.saved_tensors
+    alpha, eps = ctx.args
+    needs = ctx.needs_input_grad
+    c = x.shape[1]
+    has_noise = noise is not None and noise_weight is not None
+    pre = x.float() + bias.float().reshape(1, -1, 1, 1)
+    if has_noise:
+        pre = pre + noise.float() * noise_weight.float().reshape(1, -1, 1, 1)
+    t = torch.where(pre > 0, pre, pre * alpha)
+    centred = t - t.mean(dim=[2, 3], keepdim=True)
+    r = (centred.square().mean(dim=[2, 3], keepdim=True) + eps).rsqrt()
+    u = centred * r
+    gf = grad.float()
+    sf = style.float()
+    dstyle = torch.cat([(gf * u).sum(dim=[2, 3]), gf.sum(dim=[2, 3])], dim=1).to(style.dtype) if needs[4] else None
+    du = gf * (sf[:, :c, None, None] + 1)
+    dt = r * (du - du.mean(dim=[2, 3], keepdim=True)) - centred * r.pow(3) * (du * centred).mean(
+        dim=[2, 3], keepdim=True)
+    dpre = torch.where(pre > 0, dt, dt * alpha)
+    dx = dpre.to(x.dtype) if needs[0] else None
+    dbias = dpre.sum(dim=[0, 2, 3]).to(bias.dtype) if needs[3] else None
+    dnoise = dnoise_weight = None
+    if has_noise:
+        if needs[1]:
+            dnoise = (dpre * noise_weight.float().reshape(1, -1, 1, 1)).sum_to_size(noise.shape).to(noise.dtype)
+        if needs[2]:
+            dnoise_weight = (dpre * noise.float()).sum(dim=[0, 2, 3]).to(noise_weight.dtype)
+    return dx, dnoise, dnoise_weight, dbias, dstyle, None, None
+
+
+_adain_epilogue_op.register_autograd(_adain_epilogue_backward, setup_context=_adain_epilogue_setup_context)
+
+
+def _rms_normalize_setup_context(ctx, inputs, output):
+    x, noise, noise_strength, bias, act, alpha, gain, clamp, eps = inputs
+    ctx.save_for_backward(x, noise, noise_strength, output)
+    ctx.args = (None if bias is None else bias.dtype, act, alpha, gain, clamp, eps)
+
+
+def _rms_normalize_backward(ctx, grad):
+    """``dv`` through the epilogue from the output; ``dx`` = :func:`rms_norm_vjp` of ``dv``."""
+    x, noise, strength, y = ctx.saved_tensors
+    bias_dtype, act, alpha, gain, clamp, eps = ctx.args
+    needs = ctx.needs_input_grad
+    dv = bias_act_input_grad(grad, y, act, alpha, gain, clamp).float()
+    dx = rms_norm_vjp(x, dv, [2, 3], eps).to(x.dtype) if needs[0] else None
+    dbias = dv.sum(dim=[0, 2, 3]).to(bias_dtype) if bias_dtype is not None and needs[3] else None
+    dnoise = dstrength = None
+    if noise is not None:
+        n, c, h, w = x.shape
+        noise_b = noise.float().reshape(-1, 1, h, w)
+        scale = 1.0 if strength is None else strength.float().reshape(())
+        if needs[1]:
+            dnoise = (dv * scale).sum(dim=1, keepdim=True).sum_to_size(noise_b.shape).reshape(noise.shape)
+            dnoise = dnoise.to(noise.dtype)
+        if strength is not None and needs[2]:
+            dstrength = (dv * noise_b).sum().reshape(strength.shape).to(strength.dtype)
+    return dx, dnoise, dstrength, dbias, None, None, None, None, None
+
+
+_rms_normalize_op.register_autograd(_rms_normalize_backward, setup_context=_rms_normalize_setup_context)

@@ -28,7 +28,7 @@ import torch
 from sgtriton.ops._runtime import KernelConfig, KernelSpec, declare_kernel, torch_dtype
 from sgtriton.ops.bias_act import bias_act_ref
 from sgtriton.ops.modconv import _modconv_kernel, launch_modconv, modulated_conv2d_ref
-from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter, upsample2d
+from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter, upfirdn2d_adjoint_padding, upsample2d
 
 #: StyleGAN's skip-image filter; the kernel's epilogue hard-codes its taps (1/4, 3/4 per axis).
 SKIP_FILTER = STYLEGAN_FILTER
@@ -144,3 +144,55 @@ def torgb_layer(
     if impl != "triton":
         raise ValueError(f"impl={impl!r}: expected 'ref' or 'triton'")
     return torch.ops.sgtriton.torgb(x, weight, styles, bias, img, clamp)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------------------------
+#
+# For r = conv1x1(x, W s) + bias, out = clamp(r) + upsample2d(img) and G = dL/dout:
+#   g = G where |r| <= clamp, else 0;  dbias = sum g;  dimg = upsample2d^T(G)  (an upfirdn2d);
+#   dx[n,i] = s[n,i] u[n,i], u = sum_o W[o,i] g[n,o]   (the modulated-conv op with W^T, unit styles);
+#   ds[n,i] = sum_p x u;   dW[o,i] = sum_{n,p} g[n,o,p] x[n,i,p] s[n,i].
+# The clamp mask needs r before the clamp, which the output no longer holds where the clamp cut
+# (out - upsample2d(img) only recovers it up to rounding): the kernel recomputes it when a clamp is set.
+
+
+def _torgb_setup_context(ctx, inputs, output):
+    x, weight, styles, bias, img, clamp = inputs
+    ctx.save_for_backward(x, weight, styles, bias, img)
+    ctx.args = (clamp, None if img is None else tuple(img.shape[2:]), tuple(output.shape[2:]))
+
+
+def _torgb_backward(ctx, grad):
+    x, weight, styles, bias, img = ctx.saved_tensors
+    clamp, img_size, out_size = ctx.args
+    needs = ctx.needs_input_grad
+    g = grad
+    if clamp is not None and clamp >= 0:
+        r = torch.ops.sgtriton.torgb(x, weight, styles, bias, None, None)
+        g = torch.where(r.abs() <= clamp, grad, torch.zeros_like(grad))
+    gf = g.float()
+    dbias = gf.sum(dim=[0, 2, 3]).to(bias.dtype) if bias is not None and needs[3] else None
+    dimg = None
+    if img is not None and needs[4]:
+        f = setup_filter(SKIP_FILTER).to(grad.device)
+        up, pad = (2, 2), [2, 1, 2, 1]
+        adjoint = upfirdn2d_adjoint_padding(img_size, out_size, f, up, (1, 1), pad)
+        dimg = torch.ops.sgtriton.upfirdn2d(grad.float().contiguous(), f, [1, 1], list(up), adjoint, True,
+                                            4.0).to(img.dtype)
+    weight_t = weight.float().transpose(0, 1).contiguous()
+    ones = torch.ones(g.shape[:2], dtype=torch.float32, device=g.device)
+    u = torch.ops.sgtriton.modulated_conv2d(gf, weight_t, ones, None, None, None, None, 1, False, "linear", 0.0,
+                                            1.0, None)
+    s = styles.float()
+    dx = (u * s[:, :, None, None]).to(x.dtype) if needs[0] else None
+    dstyles = (x.float() * u).sum(dim=[2, 3]).to(styles.dtype) if needs[2] else None
+    dweight = None
+    if needs[1]:
+        dweight = torch.einsum("nohw,nihw->oi", gf, x.float() * s[:, :, None, None])
+        dweight = dweight.reshape(weight.shape).to(weight.dtype)
+    return dx, dweight, dstyles, dbias, dimg, None
+
+
+_torgb_op.register_autograd(_torgb_backward, setup_context=_torgb_setup_context)

@@ -397,3 +397,48 @@ def upsample2d(
         py1 + (fh - upy) // 2,
     ]
     return upfirdn2d(x, f, up=(upx, upy), padding=pad, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward
+# --------------------------------------------------------------------------------------------
+
+
+def upfirdn2d_adjoint_padding(
+    in_size: tuple[int, int], out_size: tuple[int, int], f: torch.Tensor, up: tuple[int, int],
+    down: tuple[int, int], padding: tuple[int, int, int, int],
+) -> list[int]:
+    """Padding ``[px0, px1, py0, py1]`` of the ``upfirdn2d`` that is the adjoint (transpose) of this one.
+
+    ``upfirdn2d`` is linear, and its transpose is again an ``upfirdn2d`` of the output gradient with
+    ``up`` and ``down`` swapped and the filter flipped (a correlation where the forward convolves). Per
+    axis, forward tap ``k`` links output ``o`` to input ``i`` when ``o*down + k - pad0 = i*up``; the
+    transpose must link them with its own taps ``k' = fsize - 1 - k`` as ``i*up + k' - pad0' = o*down``,
+    so ``pad0' = fsize - 1 - pad0``, and ``pad1'`` is whatever makes the output ``in_size`` long:
+    ``pad1' = in*up - out*down + pad0 - up + 1``.
+    """
+    (in_h, in_w), (out_h, out_w) = in_size, out_size
+    fw, fh = filter_size(f)
+    (upx, upy), (downx, downy) = up, down
+    px0, _, py0, _ = padding
+    return [fw - px0 - 1, in_w * upx - out_w * downx + px0 - upx + 1,
+            fh - py0 - 1, in_h * upy - out_h * downy + py0 - upy + 1]
+
+
+def _upfirdn2d_setup_context(ctx, inputs, output):
+    x, f, up, down, padding, flip_filter, gain = inputs
+    ctx.save_for_backward(f)
+    ctx.args = (tuple(x.shape[2:]), tuple(output.shape[2:]), tuple(up), tuple(down), tuple(padding),
+                flip_filter, gain)
+
+
+def _upfirdn2d_backward(ctx, grad):
+    (f,) = ctx.saved_tensors
+    in_size, out_size, up, down, padding, flip_filter, gain = ctx.args
+    pad = upfirdn2d_adjoint_padding(in_size, out_size, f, up, down, padding)
+    # The transpose is the same differentiable op, so double backward comes for free.
+    dx = torch.ops.sgtriton.upfirdn2d(grad.contiguous(), f, list(down), list(up), pad, not flip_filter, gain)
+    return dx, None, None, None, None, None, None
+
+
+_upfirdn2d_op.register_autograd(_upfirdn2d_backward, setup_context=_upfirdn2d_setup_context)

@@ -1,6 +1,8 @@
 """Public testing tools: the tolerance table, hypothesis profiles and, for any registered block,
-the kernel-versus-reference equivalence harness (``block_equivalence_test``)."""
+the kernel-versus-reference equivalence harness (``block_equivalence_test``) and its backward
+counterpart (``block_gradient_test``)."""
 
+from sgtriton.testing.gradients import assert_block_gradients, block_gradient_test, check_layer_gradients
 from sgtriton.testing.harness import (
     LayerCase,
     assert_block_equivalent,
@@ -14,9 +16,12 @@ __all__ = [
     "TOLERANCES",
     "LayerCase",
     "assert_block_equivalent",
+    "assert_block_gradients",
     "assert_close",
     "block_equivalence_test",
+    "block_gradient_test",
     "check_layer_case",
+    "check_layer_gradients",
     "generator_reduction_length",
     "layer_cases",
     "tolerance_for",

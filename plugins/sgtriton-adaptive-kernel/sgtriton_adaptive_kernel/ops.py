@@ -233,3 +233,49 @@ def adaptive_modulated_conv2d_layer(
     return torch.ops.sgtriton_adaptive_kernel.adaptive_modulated_conv2d(
         x, bank, logits, styles, bias, noise, noise_strength, resample_filter, up, float(alpha), float(gain),
         None if clamp is None else float(clamp))
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward: autograd of the reference, recomputed (a plugin's simplest correct backward)
+# ----------------------------------------------------------------------------------------------
+#
+# The kernel's output is a differentiable function of its tensor inputs that the reference spells
+# out in differentiable PyTorch ops (``fused_modconv=False``: scale x, one shared-weight conv of the
+# whole bank, mix per sample, demodulate from the Gram form -- no per-sample weights). The backward
+# recomputes that graph from the saved inputs and differentiates it; under ``create_graph`` the
+# recomputation is itself recorded, so double backward (path-length regularisation) works too. fp16
+# activations are recomputed in fp32 (the fp16 pre-normalisation only moves the demodulation epsilon).
+
+_TENSOR_INPUTS = 7  # x, bank, logits, styles, bias, noise, noise_strength
+
+
+def _adaptive_setup_context(ctx, inputs, output):
+    x, bank, logits, styles, bias, noise, noise_strength, resample_filter, up, alpha, gain, clamp = inputs
+    ctx.save_for_backward(x, bank, logits, styles, bias, noise, noise_strength, resample_filter)
+    ctx.args = (up, alpha, gain, clamp)
+
+
+def _adaptive_backward(ctx, grad):
+    *tensors, resample_filter = ctx.saved_tensors
+    up, alpha, gain, clamp = ctx.args
+    wanted = [i for i in range(_TENSOR_INPUTS) if ctx.needs_input_grad[i] and tensors[i] is not None]
+    create_graph = torch.is_grad_enabled()  # true when the caller asked for create_graph
+    with torch.enable_grad():
+        # Saved tensors already in a graph (create_graph) are used as they are, so the result is
+        # differentiable w.r.t. them; the others become local leaves.
+        leaves = [t if t is None or t.requires_grad else t.detach().requires_grad_() for t in tensors]
+        x, bank, logits, styles, bias, noise, strength = leaves
+        compute = torch.promote_types(x.dtype, torch.float32)
+        y = adaptive_modulated_conv2d_layer_ref(
+            x.to(compute), bank, selection_weights(logits), styles, bias, noise,
+            None if strength is None else strength.reshape(()), up, alpha, gain, clamp, resample_filter,
+            fused_modconv=False)
+        grads = torch.autograd.grad(y, [leaves[i] for i in wanted], grad.to(y.dtype),
+                                    create_graph=create_graph, allow_unused=True)
+    result = [None] * 12
+    for i, g in zip(wanted, grads, strict=True):
+        result[i] = None if g is None else g.to(tensors[i].dtype)
+    return tuple(result)
+
+
+_adaptive_modulated_conv2d_op.register_autograd(_adaptive_backward, setup_context=_adaptive_setup_context)
