@@ -58,3 +58,41 @@ def test_plan_lists_triton_kernels_and_launch_counts():
     G = meta_generator("stylegan2-f", img_resolution=64, backend="triton")
     text = format_plan(G, plan_rows(G, "cpu"))
     assert "modconv2d_up2" in text and "torgb(+skip)" in text and "mapping_chain" in text
+
+
+def record_launches(monkeypatch) -> list[str]:
+    """Names of the declared kernels launched from now on (every launcher asks ``launch_config``)."""
+    import sys
+
+    from sgtriton.ops import _runtime
+
+    launched, real = [], _runtime.launch_config
+
+    def recording(spec, key):
+        launched.append(spec.name)
+        return real(spec, key)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "launch_config", None) is real:
+            monkeypatch.setattr(module, "launch_config", recording)
+    return launched
+
+
+@pytest.mark.parametrize("preset, c_dim", [("stylegan1", 3), ("stylegan1", 0), ("stylegan2-f", 3),
+                                           ("stylegan2-f", 0), ("revised", 3)])
+def test_plan_lists_the_mapping_kernels_that_launch(preset, c_dim, monkeypatch, device):
+    from collections import Counter
+
+    from sgtriton.graph.plan import plan_rows
+    from sgtriton.ops._runtime import KERNELS
+
+    G = build_generator(preset, backend="triton", seed=0, **{**SMALL, "c_dim": c_dim}).to(device)
+    rows = [row for row in plan_rows(G, device) if row.node.name.startswith("mapping.")]
+    planned = Counter(k for row in rows for k in row.kernels if k in KERNELS)
+    launched = record_launches(monkeypatch)
+    z = torch.randn(2, 16, device=device)
+    c = torch.eye(3, device=device)[:2] if c_dim else None
+    G.mapping(z, c, truncation_psi=0.7)
+    assert Counter(launched) == planned, f"plan lists {dict(planned)}, launched {launched}"
+    listed = {k for row in rows for k in row.kernels}
+    assert listed - set(KERNELS) <= {"matmul", "repeat"}, listed  # what is not a kernel is a plain torch op

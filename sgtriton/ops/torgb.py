@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from sgtriton.ops._runtime import AotSignature, KernelConfig, KernelSpec, declare_kernel
-from sgtriton.ops.bias_act import bias_act_ref
+from sgtriton.ops.bias_act import ACTIVATIONS, bias_act_ref
 from sgtriton.ops.modconv import (
     UNIT_STRIDES,
     _modconv_kernel,
@@ -79,8 +79,8 @@ def _torgb_aot(config: KernelConfig, dtype: str) -> AotSignature:
     pointers = dict.fromkeys(("w_ptr", "wp_ptr", "s_ptr", "bias_ptr", "noise_ptr", "strength_ptr", "skip_ptr",
                               "out_ptr"), "*fp32")
     pointers["x_ptr"] = f"*{dtype}"
-    constexprs = dict(UP=1, KH=1, KW=1, DEMOD=False, PRENORM=False, HAS_NOISE=False, HAS_BIAS=True, ACT=0,
-                      USE_CLAMP=True, SKIP=True, FLAT_X=True, **config.meta)
+    constexprs = dict(UP=1, KH=1, KW=1, DEMOD=False, PRENORM=False, HAS_NOISE=False, HAS_BIAS=True,
+                      ACT=ACTIVATIONS["linear"].kernel_code, USE_CLAMP=True, SKIP=True, FLAT_X=True, **config.meta)
     constexprs.update(dict.fromkeys(UNIT_STRIDES[1], 1))
     return aot_signature_for(_modconv_kernel, pointers, constexprs)
 
