@@ -214,8 +214,9 @@ CASES = [
 
 @pytest.mark.parametrize("arch, resolution, c_dim, img_channels, num_layers, conv_clamp, num_fp16_res", CASES)
 def test_generator_matches_reference(arch, resolution, c_dim, img_channels, num_layers, conv_clamp,
-                                     num_fp16_res) -> None:
+                                     num_fp16_res, device) -> None:
     G = make_generator(arch, resolution, c_dim, img_channels, num_layers, conv_clamp, num_fp16_res)
+    assert sum(getattr(G.synthesis, f"b{r}").use_fp16 for r in G.synthesis.block_resolutions) == num_fp16_res
     assert list(G.state_dict()) == expected_state_dict_keys(resolution, arch, c_dim, num_layers)
     assert G.num_ws == 2 * int(math.log2(resolution)) - 2
     sd = {k: v.double() for k, v in G.state_dict().items()}
@@ -227,22 +228,26 @@ def test_generator_matches_reference(arch, resolution, c_dim, img_channels, num_
         ws = G.mapping(z, c, truncation_psi=psi, truncation_cutoff=cutoff)
         expected = ref_mapping(sd, z.double(), c64, num_layers, G.num_ws, psi, cutoff)
         torch.testing.assert_close(ws.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    G, ws = G.to(device), ws.to(device)
+    # The fp16 blocks compute in half precision on CUDA (float32 elsewhere): a looser bound there.
+    half = device.type == "cuda" and num_fp16_res > 0
 
     for noise_mode in ("const", "none", "random"):
         noises = None
         if noise_mode == "random":
             torch.manual_seed(123)
-            noises = [torch.randn([3, 1, 2**k, 2**k]).double()
+            noises = [torch.randn([3, 1, 2**k, 2**k], device=device).double().cpu()
                       for k in range(2, int(math.log2(resolution)) + 1) for _ in range(1 if k == 2 else 2)]
-        expected = ref_synthesis(sd, ws.double(), resolution, arch, conv_clamp, noise_mode, noises)
+        expected = ref_synthesis(sd, ws.double().cpu(), resolution, arch, conv_clamp, noise_mode, noises)
         scale = expected.abs().max().item()
-        for fused in (True, False, None):
+        for fused, force_fp32 in ((True, False), (False, False), (None, False), (None, True)):
             torch.manual_seed(123)
-            img = G.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused, force_fp32=True)
+            img = G.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused, force_fp32=force_fp32)
             assert img.dtype == torch.float32
-            err = (img.double() - expected).abs().max().item()
-            assert err <= 1e-5 * scale, (f"{noise_mode} fused={fused}: max abs error {err:.3e}, "
-                                         f"max|ref| {scale:.3e}")
+            err = (img.double().cpu() - expected).abs().max().item()
+            bound = (2e-2 if half and not force_fp32 else 1e-5) * scale
+            assert err <= bound, (f"{noise_mode} fused={fused} force_fp32={force_fp32}: max abs error {err:.3e}, "
+                                  f"max|ref| {scale:.3e}")
 
 
 def test_samples_are_independent_of_the_batch() -> None:

@@ -43,11 +43,10 @@ def _node_params(G: Generator, node: LayerNode) -> int:
     return 0
 
 
-#: What runs for the nodes that are not style layers, per implementation.
+#: What runs for the nodes that are not style layers, per implementation (the mapping's pixel
+#: norm and label embedding depend on its flavour: :func:`_graph_kernels`).
 GRAPH_KERNELS: dict[str, dict[str, tuple[str, ...]]] = {
     "reference": {
-        "pixel_norm": ("normalize_2nd_moment",),
-        "embed": ("addmm",),
         "fc": ("matmul", "bias_act_ref"),
         "truncate": ("repeat", "lerp"),
         "const": ("repeat",),
@@ -55,8 +54,6 @@ GRAPH_KERNELS: dict[str, dict[str, tuple[str, ...]]] = {
         "upsample_image": (),  # inside the ToRGB node's ops
     },
     "triton": {
-        "pixel_norm": (),  # a per-row scale inside mapping_chain
-        "embed": ("fully_connected", "pixel_norm"),
         "fc": ("mapping_chain",),  # one launch for the whole chain; listed on fc0 only
         "truncate": ("truncate",),
         "const": ("repeat",),
@@ -64,6 +61,31 @@ GRAPH_KERNELS: dict[str, dict[str, tuple[str, ...]]] = {
         "upsample_image": (),  # fused into the torgb kernel
     },
 }
+
+
+def _graph_kernels(G: Generator, node: LayerNode, impl: str) -> tuple[str, ...]:
+    """What runs for a non-style node, following the branches of :meth:`MappingNetwork.forward`.
+
+    Unconditional and StyleGAN1 mappings normalise inside the chain (StyleGAN1 after projecting the
+    label with a plain matmul and concatenating it to ``z``); a conditional StyleGAN2 mapping
+    normalises the embedded label (listed on ``embed``) and ``z`` (on ``pixel_norm``) separately and
+    runs an un-normalised chain. A mapping that tracks no ``w_avg`` only broadcasts.
+    """
+    mapping, triton = G.mapping, impl == "triton"
+    separate_norms = bool(mapping.c_dim) and mapping.flavour != "stylegan1"
+    if node.kind == "pixel_norm":
+        if not mapping.z_dim or (triton and not separate_norms):
+            return ()
+        return ("pixel_norm",) if triton else ("normalize_2nd_moment",)
+    if node.kind == "embed":
+        if mapping.flavour == "stylegan1":
+            return ("matmul",)
+        return ("fully_connected", "pixel_norm") if triton else ("addmm", "normalize_2nd_moment")
+    if node.kind == "fc" and triton and node.name != "mapping.fc0":
+        return ()
+    if node.kind == "truncate" and mapping.w_avg_beta is None:
+        return ("repeat",)
+    return GRAPH_KERNELS[impl].get(node.kind, ())
 
 
 def plan_rows(G: Generator, device: torch.device | str = "cpu") -> list[PlanRow]:
@@ -76,9 +98,7 @@ def plan_rows(G: Generator, device: torch.device | str = "cpu") -> list[PlanRow]
             kernels = block_type.kernels(node, impl)
             macs = block_type.macs(node)
         else:
-            kernels = GRAPH_KERNELS[impl].get(node.kind, ())
-            if impl == "triton" and node.kind == "fc" and node.name != "mapping.fc0":
-                kernels = ()
+            kernels = _graph_kernels(G, node, impl)
             macs = block_type.macs(node) if node.kind in ("fc", "embed", "skip", "upsample_image") else 0
         rows.append(PlanRow(node, _node_params(G, node), 2 * macs, tuple(kernels)))
     return rows

@@ -83,15 +83,11 @@ from sgtriton.ops._runtime import (
     triton_dtype,
 )
 from sgtriton.ops._triton_utils import check_kernel_input, check_same_device
-from sgtriton.ops.bias_act import bias_act_input_grad, bias_act_ref, resolve_activation
+from sgtriton.ops.bias_act import ACTIVATIONS, activate, bias_act_input_grad, bias_act_ref, resolve_activation
 from sgtriton.ops.conv2d_resample import conv2d_resample
 from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter
 
 DEMOD_EPS = 1e-8
-
-#: Activation codes the kernels understand (``relu`` is ``lrelu`` with ``alpha = 0``).
-ACT_CODES = {"linear": 0, "relu": 1, "lrelu": 1}
-
 
 # ----------------------------------------------------------------------------------------------
 # Reference (the specification)
@@ -276,8 +272,9 @@ def _modconv_kernel(
     Scalars: ``fan_in_rsqrt = 1/sqrt(I*KH*KW)``; ``alpha`` (leaky slope); ``gain``; ``clamp``.
     Constexprs: ``UP`` 1 or 2 (2 needs ``KH = KW = 3``); ``KH``, ``KW`` odd (padding ``KH // 2``);
     ``DEMOD``; ``PRENORM`` (fp16 pre-normalisation, with ``DEMOD``); ``HAS_NOISE``; ``HAS_BIAS``;
-    ``ACT`` (0 linear, 1 leaky relu); ``USE_CLAMP``; ``SKIP``; tile sizes ``BLOCK_M`` (pixels of the
-    ``H x W`` input grid), ``BLOCK_N`` (output channels), ``BLOCK_K`` (input channels per step).
+    ``ACT`` (a :data:`~sgtriton.ops.bias_act.ACTIVATIONS` ``kernel_code``); ``USE_CLAMP``; ``SKIP``;
+    tile sizes ``BLOCK_M`` (pixels of the ``H x W`` input grid), ``BLOCK_N`` (output channels),
+    ``BLOCK_K`` (input channels per step).
 
     Grid: axis 0 = output-channel block (fastest, so the programs that share an input tile run
     together) x pixel block; axis 1 = output phase ``ry * UP + rx``; axis 2 = sample.
@@ -395,9 +392,7 @@ def _modconv_kernel(
         y += (noise * tl.load(strength_ptr).to(tl.float32))[:, None]
     if HAS_BIAS:
         y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    if ACT == 1:
-        y = tl.where(y >= 0, y, y * alpha)
-    y = y * gain
+    y = activate(y, alpha, ACT) * gain
     if USE_CLAMP:
         y = tl.minimum(tl.maximum(y, -clamp), clamp)
     if SKIP:
@@ -602,7 +597,7 @@ def launch_modconv(
         *((0, 0, 0, 0) if skip is None else skip.stride()),
         1.0 / math.sqrt(in_channels * kh * kw), alpha, gain, -1.0 if clamp is None else float(clamp),
         UP=up, KH=kh, KW=kw, DEMOD=demodulate, PRENORM=demodulate and x.dtype == torch.float16,
-        HAS_NOISE=noise is not None, HAS_BIAS=bias is not None, ACT=ACT_CODES[act],
+        HAS_NOISE=noise is not None, HAS_BIAS=bias is not None, ACT=ACTIVATIONS[act].kernel_code,
         USE_CLAMP=clamp is not None and clamp >= 0, SKIP=skip is not None,
         FLAT_X=(width == 1 or x.stride(3) == 1) and (height == 1 or x.stride(2) == width),
         num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,

@@ -29,3 +29,9 @@ def load_profile() -> str:
     name = os.environ.get(PROFILE_ENV, "ci")
     settings.load_profile(name)
     return name
+
+
+def examples(ci_count: int) -> int:
+    """``max_examples`` for a test that wants ``ci_count`` under ``ci``: never fewer than the loaded
+    profile's own count, so ``thorough`` raises every test (call it when the test is decorated)."""
+    return max(ci_count, settings.default.max_examples)

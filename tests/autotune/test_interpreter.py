@@ -11,6 +11,10 @@ from sgtriton.autotune import install, tune_call, warmup
 from sgtriton.autotune.cache import cache_files
 from sgtriton.autotune.tuner import INTERPRETER_NOTE
 from sgtriton.ops._runtime import KERNELS, KernelConfig, declare_kernel, interpreter_active, launch_config
+from sgtriton.testing.devices import cuda_available
+
+# What the interpreter path does; on a CUDA machine the compiled path is covered by tests/gpu.
+pytestmark = pytest.mark.skipif(cuda_available(), reason="proves the interpreter path; this machine has CUDA")
 
 
 @triton.jit
@@ -58,12 +62,23 @@ def test_warmup_under_the_interpreter_compiles_and_explains(toy_spec):
     assert any("interpreter" in note and "CUDA GPU" in note for note in report.notes)
 
 
-def test_warmup_of_a_real_generator_on_cpu_reports_no_kernels():
-    G = build_generator("stylegan2-f", img_resolution=8, seed=0)
+def test_warmup_of_a_reference_generator_reports_no_kernels():
+    G = build_generator("stylegan2-f", img_resolution=8, seed=0, backend="reference")
     report = warmup(G, batch_sizes=[1], dtypes=["fp32"], policy="full", benchmarker=never_benchmark)
     assert [run.batch_size for run in report.runs] == [1]
-    if not report.results:  # the reference backend launches no Triton kernel
-        assert any("no Triton kernel" in note for note in report.notes)
+    assert report.results == []
+    assert any("no Triton kernel" in note for note in report.notes)
+
+
+def test_warmup_of_a_triton_generator_reports_its_kernels_with_their_defaults():
+    G = build_generator("stylegan2-f", img_resolution=8, seed=0, backend="triton",
+                        synthesis_kwargs={"channel_base": 64, "channel_max": 4}, z_dim=4, w_dim=4)
+    report = warmup(G, batch_sizes=[1], dtypes=["fp32"], policy="full", benchmarker=never_benchmark)
+    # One result per kernel function (modconv2d, modconv2d_up2 and torgb share theirs, named together).
+    kernels = {name for r in report.results for name in r.kernel.split(", ")}
+    assert {"mapping_chain", "truncate", "fully_connected", "modconv2d", "modconv2d_up2", "torgb"} <= kernels
+    assert kernels <= set(KERNELS)
+    assert all(r.source == "default" and r.note == INTERPRETER_NOTE for r in report.results)
 
 
 def test_the_launch_hook_intercepts_a_compiled_triton_kernel_object(gpu_like):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_tensors import randn, zeros
 
 import sgtriton  # noqa: F401  (selects Triton's interpreter before any kernel module is imported)
 from sgtriton.ops import fully_connected as fc_module
@@ -19,6 +20,7 @@ from sgtriton.ops.fully_connected import (
     normalize_2nd_moment,
     truncate,
 )
+from sgtriton.testing.profiles import examples
 from sgtriton.testing.tolerance import assert_close
 
 DTYPES = (torch.float32, torch.float16)
@@ -27,12 +29,12 @@ LR = 0.01  # the mapping network's lr multiplier: weights are stored N(0, 1) / l
 
 def equalised_layer(gen: torch.Generator, out_features: int, in_features: int, lr: float = LR):
     """Stored weight and bias of a NVlabs FC layer and its runtime gains."""
-    weight = torch.randn([out_features, in_features], generator=gen) / lr
-    bias = torch.randn([out_features], generator=gen) / lr
+    weight = randn([out_features, in_features], generator=gen) / lr
+    bias = randn([out_features], generator=gen) / lr
     return weight, bias, lr / math.sqrt(in_features), lr
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=examples(60))
 @given(
     batch=st.integers(1, 4), in_features=st.integers(1, 40), out_features=st.integers(1, 70),
     act=st.sampled_from(["linear", "relu", "lrelu"]), has_bias=st.booleans(),
@@ -41,7 +43,7 @@ def equalised_layer(gen: torch.Generator, out_features: int, in_features: int, l
 def test_fully_connected_matches_float64_reference(batch, in_features, out_features, act, has_bias, act_gain,
                                                    dtype, seed):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn([batch, in_features], generator=gen).to(dtype)
+    x = randn([batch, in_features], generator=gen).to(dtype)
     weight, bias, weight_gain, bias_gain = equalised_layer(gen, out_features, in_features)
     bias = bias if has_bias else None
 
@@ -65,11 +67,11 @@ def chain_cases(draw):
     )
 
 
-@settings(deadline=None, max_examples=80)
+@settings(deadline=None, max_examples=examples(80))
 @given(case=chain_cases())
 def test_mapping_chain_matches_float64_reference(case):
     gen = torch.Generator().manual_seed(case["seed"])
-    x = torch.randn([case["batch"], case["in_features"]], generator=gen).to(case["dtype"])
+    x = randn([case["batch"], case["in_features"]], generator=gen).to(case["dtype"])
     weights, biases, gains = [], [], []
     in_features = case["in_features"]
     scale = math.sqrt(2) if case["stylegan1"] else 1.0
@@ -100,7 +102,7 @@ def test_mapping_chain_matches_float64_reference(case):
 def test_mapping_chain_is_normalize_then_layers():
     """The reference chain is exactly pixel norm followed by ``fully_connected`` per layer."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn([3, 12], generator=gen, dtype=torch.float64)
+    x = randn([3, 12], generator=gen, dtype=torch.float64)
     layers = [equalised_layer(gen, 8, 12), equalised_layer(gen, 8, 8)]
     want = normalize_2nd_moment(x)
     for weight, bias, weight_gain, bias_gain in layers:
@@ -113,7 +115,7 @@ def test_mapping_chain_is_normalize_then_layers():
 def test_mapping_chain_unequal_gains_falls_back_per_layer():
     """Layers 1.. with different gains cannot share the fused kernel; the per-layer path is used."""
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn([2, 6], generator=gen)
+    x = randn([2, 6], generator=gen)
     layers = [equalised_layer(gen, 5, 6), equalised_layer(gen, 5, 5), equalised_layer(gen, 5, 5)]
     weights = [w for w, *_ in layers]
     biases = [b for _, b, *_ in layers]
@@ -123,24 +125,24 @@ def test_mapping_chain_unequal_gains_falls_back_per_layer():
     assert_close(actual, expected, dtype=torch.float32, reduction_length=6 * 2 + 5 * 2)
 
 
-@settings(deadline=None, max_examples=30)
+@settings(deadline=None, max_examples=examples(30))
 @given(batch=st.integers(1, 6), features=st.sampled_from([1, 3, 17, 64, 300, 513]),
        dtype=st.sampled_from(DTYPES), scale=st.sampled_from([1e-3, 1.0, 100.0]), seed=st.integers(0, 2**16))
 def test_pixel_norm_matches_float64_reference(batch, features, dtype, scale, seed):
-    x = (torch.randn([batch, features], generator=torch.Generator().manual_seed(seed)) * scale).to(dtype)
+    x = (randn([batch, features], generator=torch.Generator().manual_seed(seed)) * scale).to(dtype)
     actual = normalize_2nd_moment(x, impl="triton")
     expected = normalize_2nd_moment(x.double(), impl="ref")
     assert_close(actual, expected, dtype=dtype, reduction_length=features)
 
 
-@settings(deadline=None, max_examples=50)
+@settings(deadline=None, max_examples=examples(50))
 @given(batch=st.integers(1, 4), features=st.integers(1, 40), num_ws=st.integers(1, 18),
        psi=st.sampled_from([1.0, 0.7, 0.0, -0.5, 1.5]), cutoff=st.one_of(st.none(), st.integers(0, 20)),
        dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
 def test_truncate_matches_float64_reference(batch, features, num_ws, psi, cutoff, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
-    w = torch.randn([batch, features], generator=gen).to(dtype)
-    w_avg = torch.randn([features], generator=gen)
+    w = randn([batch, features], generator=gen).to(dtype)
+    w_avg = randn([features], generator=gen)
     actual = truncate(w, w_avg, num_ws, psi, cutoff, impl="triton")
     expected = truncate(w.double(), w_avg.double(), num_ws, psi, cutoff, impl="ref")
     assert actual.shape == (batch, num_ws, features)
@@ -151,8 +153,8 @@ def test_truncate_matches_float64_reference(batch, features, num_ws, psi, cutoff
 @pytest.mark.parametrize("impl", ["ref", "triton"])
 def test_truncate_properties(impl):
     """psi = 1 is a plain broadcast; psi = 0 gives w_avg up to the cutoff and w after it."""
-    w = torch.randn(2, 7)
-    w_avg = torch.randn(7)
+    w = randn(2, 7)
+    w_avg = randn(7)
     assert torch.equal(truncate(w, w_avg, 5, 1.0, None, impl=impl), w[:, None].expand(2, 5, 7))
     ws = truncate(w, w_avg, 5, 0.0, 3, impl=impl)
     assert torch.equal(ws[:, :3], w_avg.expand(2, 3, 7))
@@ -162,30 +164,30 @@ def test_truncate_properties(impl):
 @pytest.mark.parametrize(
     ("call", "argument"),
     [
-        (lambda: fully_connected(torch.zeros(2, 4), torch.zeros(3, 5), None, 1.0, 1.0, impl="triton"), "x"),
-        (lambda: fully_connected(torch.zeros(2, 5), torch.zeros(3, 5), torch.zeros(4), 1.0, 1.0, impl="triton"),
+        (lambda: fully_connected(zeros(2, 4), zeros(3, 5), None, 1.0, 1.0, impl="triton"), "x"),
+        (lambda: fully_connected(zeros(2, 5), zeros(3, 5), zeros(4), 1.0, 1.0, impl="triton"),
          "bias"),
-        (lambda: fully_connected(torch.zeros(2, 5), torch.zeros(5), None, 1.0, 1.0, impl="triton"), "weight"),
-        (lambda: fully_connected(torch.zeros(2, 5), torch.zeros(3, 5), None, 1.0, 1.0, act="gelu", impl="triton"),
+        (lambda: fully_connected(zeros(2, 5), zeros(5), None, 1.0, 1.0, impl="triton"), "weight"),
+        (lambda: fully_connected(zeros(2, 5), zeros(3, 5), None, 1.0, 1.0, act="gelu", impl="triton"),
          "act"),
-        (lambda: fully_connected(torch.zeros(2, 5), torch.zeros(3, 5), None, 1.0, 1.0, impl="cuda"), "impl"),
-        (lambda: mapping_chain(torch.zeros(2, 5), [torch.zeros(3, 5), torch.zeros(3, 4)], None, 1.0, 1.0,
+        (lambda: fully_connected(zeros(2, 5), zeros(3, 5), None, 1.0, 1.0, impl="cuda"), "impl"),
+        (lambda: mapping_chain(zeros(2, 5), [zeros(3, 5), zeros(3, 4)], None, 1.0, 1.0,
                                impl="triton"), r"weights\[1\]"),
-        (lambda: mapping_chain(torch.zeros(2, 5), [], None, 1.0, 1.0, impl="triton"), "weights"),
-        (lambda: mapping_chain(torch.zeros(2, 5), [torch.zeros(3, 5)], [torch.zeros(3)] * 2, 1.0, 1.0,
+        (lambda: mapping_chain(zeros(2, 5), [], None, 1.0, 1.0, impl="triton"), "weights"),
+        (lambda: mapping_chain(zeros(2, 5), [zeros(3, 5)], [zeros(3)] * 2, 1.0, 1.0,
                                impl="triton"), "biases"),
-        (lambda: mapping_chain(torch.zeros(2, 5), [torch.zeros(3, 5)], [torch.zeros(4)], 1.0, 1.0,
+        (lambda: mapping_chain(zeros(2, 5), [zeros(3, 5)], [zeros(4)], 1.0, 1.0,
                                impl="triton"), r"biases\[0\]"),
-        (lambda: mapping_chain(torch.zeros(2, 5), [torch.zeros(3, 5)], None, [1.0, 2.0], 1.0, impl="triton"),
+        (lambda: mapping_chain(zeros(2, 5), [zeros(3, 5)], None, [1.0, 2.0], 1.0, impl="triton"),
          "weight_gains"),
-        (lambda: mapping_chain(torch.zeros(2, 5, dtype=torch.bfloat16), [torch.zeros(3, 5)], None, 1.0, 1.0,
+        (lambda: mapping_chain(zeros(2, 5, dtype=torch.bfloat16), [zeros(3, 5)], None, 1.0, 1.0,
                                impl="triton"), "x"),
-        (lambda: normalize_2nd_moment(torch.zeros(2, 5), dim=0, impl="triton"), "dim"),
-        (lambda: normalize_2nd_moment(torch.zeros(2, 5, 3), impl="triton"), "x"),
-        (lambda: truncate(torch.zeros(2, 5), torch.zeros(4), 3, impl="triton"), "w_avg"),
-        (lambda: truncate(torch.zeros(2, 5), torch.zeros(5), 0, impl="triton"), "num_ws"),
-        (lambda: truncate(torch.zeros(2, 5), torch.zeros(5), 3, 0.5, -1, impl="triton"), "cutoff"),
-        (lambda: truncate(torch.zeros(5), torch.zeros(5), 3, impl="triton"), "w"),
+        (lambda: normalize_2nd_moment(zeros(2, 5), dim=0, impl="triton"), "dim"),
+        (lambda: normalize_2nd_moment(zeros(2, 5, 3), impl="triton"), "x"),
+        (lambda: truncate(zeros(2, 5), zeros(4), 3, impl="triton"), "w_avg"),
+        (lambda: truncate(zeros(2, 5), zeros(5), 0, impl="triton"), "num_ws"),
+        (lambda: truncate(zeros(2, 5), zeros(5), 3, 0.5, -1, impl="triton"), "cutoff"),
+        (lambda: truncate(zeros(5), zeros(5), 3, impl="triton"), "w"),
     ],
 )
 def test_bad_arguments_name_the_argument(call, argument):
@@ -195,7 +197,7 @@ def test_bad_arguments_name_the_argument(call, argument):
 
 def test_custom_ops_pass_opcheck():
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(3, 6, generator=gen)
+    x = randn(3, 6, generator=gen)
     w0, b0, g0, _ = equalised_layer(gen, 4, 6)
     w1, b1, g1, _ = equalised_layer(gen, 4, 4)
     ops = torch.ops.sgtriton
@@ -203,4 +205,4 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(ops.fully_connected.default, (x, w0, b0, g0, LR, "lrelu", 0.2, math.sqrt(2)))
     torch.library.opcheck(ops.mapping_chain.default,
                           (x, [w0, w1], [b0, b1], [g0, g1], LR, "lrelu", 0.2, math.sqrt(2), True, 1e-8))
-    torch.library.opcheck(ops.truncate.default, (x, torch.randn(6, generator=gen), 5, 0.7, 3))
+    torch.library.opcheck(ops.truncate.default, (x, randn(6, generator=gen), 5, 0.7, 3))

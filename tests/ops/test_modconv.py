@@ -28,11 +28,15 @@ from sgtriton.ops.modconv import (
     upsample_phase_weights,
 )
 from sgtriton.ops.upfirdn2d import setup_filter
+from sgtriton.testing.devices import kernel_device
+from sgtriton.testing.profiles import examples
 from sgtriton.testing.tolerance import assert_close, tolerance_for
 
 F64 = torch.float64
 CHANNELS = (1, 3, 5, 12, 33)  # 33 spans two BLOCK_K=32 channel steps
 NOISE_MODES = ("none", "const", "random")
+#: Every tensor these tests build lives here (CUDA when present: the compiled kernels are tested).
+DEVICE = kernel_device()
 
 
 def make_inputs(seed: int, batch: int, in_ch: int, out_ch: int, h: int, w: int, k: int = 3):
@@ -42,7 +46,7 @@ def make_inputs(seed: int, batch: int, in_ch: int, out_ch: int, h: int, w: int, 
     weight = torch.randn([out_ch, in_ch, k, k], generator=gen, dtype=F64)
     styles = torch.randn([batch, in_ch], generator=gen, dtype=F64) + 1
     bias = torch.randn([out_ch], generator=gen, dtype=F64)
-    return x, weight, styles, bias
+    return tuple(t.to(DEVICE) for t in (x, weight, styles, bias))
 
 
 def make_noise(seed: int, mode: str, batch: int, h: int, w: int):
@@ -51,7 +55,7 @@ def make_noise(seed: int, mode: str, batch: int, h: int, w: int):
     if mode == "none":
         return None, None
     shape = [h, w] if mode == "const" else [batch, 1, h, w]
-    return torch.randn(shape, generator=gen, dtype=F64), strength
+    return torch.randn(shape, generator=gen, dtype=F64).to(DEVICE), strength.to(DEVICE)
 
 
 def phase_conv_ref(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -75,7 +79,7 @@ ref_shapes = st.tuples(
 )
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None, max_examples=examples(15))
 @given(ref_shapes, st.floats(0.25, 4.0), st.floats(0.25, 4.0))
 def test_demodulated_output_invariant_to_positive_style_and_weight_scaling(shape, style_scale, weight_scale):
     seed, batch, in_ch, out_ch, h, w, up = shape
@@ -97,7 +101,7 @@ def test_demodulated_output_invariant_to_positive_style_and_weight_scaling(shape
                                atol=atol)
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=examples(25))
 @given(ref_shapes, st.booleans(), st.sampled_from([1, 3]))
 def test_fused_and_nonfused_formulations_agree(shape, demodulate, k):
     seed, batch, in_ch, out_ch, h, w, up = shape
@@ -111,7 +115,7 @@ def test_fused_and_nonfused_formulations_agree(shape, demodulate, k):
     assert_close(nonfused, fused, reduction_length=in_ch * k * k)
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=examples(25))
 @given(ref_shapes, st.sampled_from([1, 3]))
 def test_demodulation_coefficients_equal_per_sample_weight_form(shape, k):
     seed, batch, in_ch, out_ch, h, w, _ = shape
@@ -134,7 +138,7 @@ def test_demodulated_output_has_unit_std_per_channel():
     assert raw.std() > 10
 
 
-@settings(deadline=None, max_examples=20)
+@settings(deadline=None, max_examples=examples(20))
 @given(ref_shapes, st.booleans())
 def test_upsample_phase_weights_reproduce_transposed_conv_and_fir(shape, random_filter):
     seed, batch, in_ch, out_ch, h, w, _ = shape
@@ -188,7 +192,7 @@ def layer_cases(draw):
     )
 
 
-@settings(deadline=None, max_examples=20)
+@settings(deadline=None, max_examples=examples(20))
 @given(layer_cases())
 def test_triton_layer_matches_float64_reference(case):
     c = case
@@ -269,6 +273,7 @@ def test_custom_op_passes_opcheck():
 )
 def test_triton_layer_rejects_bad_arguments(kwargs, message):
     x, weight, styles, _ = (t.float() for t in make_inputs(0, 2, 5, 3, 4, 4))
+    kwargs = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         modulated_conv2d_triton(x, weight, styles, **kwargs)
 
@@ -292,7 +297,7 @@ def test_phase_weights_are_cached_per_weight_version():
 
 
 def test_phase_weight_cache_does_not_keep_weights_alive():
-    weight = torch.randn([2, 3, 3, 3])
+    weight = torch.randn([2, 3, 3, 3], device=DEVICE)
     cached_phase_weights(weight, None)
     alive = weakref.ref(weight)
     del weight

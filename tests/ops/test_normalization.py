@@ -7,9 +7,11 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from kernel_tensors import ones, randn, tensor, zeros
 
 import sgtriton  # noqa: F401  (selects Triton's interpreter before any kernel module is imported)
 from sgtriton.ops.normalization import adain_epilogue, instance_norm_ref, rms_normalize, rms_normalize_epilogue
+from sgtriton.testing.profiles import examples
 from sgtriton.testing.tolerance import assert_close
 
 DTYPES = (torch.float32, torch.float16)
@@ -32,10 +34,10 @@ def feature_maps(draw):
 
 def make_noise(kind: str, n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor | None:
     shapes = {"shared_2d": [h, w], "shared_4d": [1, 1, h, w], "per_sample": [n, 1, h, w], "no_weight": [n, 1, h, w]}
-    return torch.randn(shapes[kind], generator=gen) if kind in shapes else None
+    return randn(shapes[kind], generator=gen) if kind in shapes else None
 
 
-@settings(deadline=None, max_examples=80)
+@settings(deadline=None, max_examples=examples(80))
 @given(shape=feature_maps(), noise_kind=st.sampled_from(NOISE_KINDS), offset=st.sampled_from([0.0, 5.0]),
        dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
 def test_adain_epilogue_matches_float64_reference(shape, noise_kind, offset, dtype, seed):
@@ -45,12 +47,12 @@ def test_adain_epilogue_matches_float64_reference(shape, noise_kind, offset, dty
     # of the maths (ill-conditioned), not of the kernel. One position is exact (the output is the bias).
     assume(h * w == 1 or h * w >= 4)
     gen = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=gen) * 2 + offset).to(dtype)
+    x = (randn(shape, generator=gen) * 2 + offset).to(dtype)
     noise = make_noise(noise_kind, n, h, w, gen)
     noise = None if noise is None else noise.to(dtype)
-    noise_weight = None if noise_kind == "no_weight" else torch.randn([c], generator=gen)
-    bias = torch.randn([c], generator=gen)
-    style = torch.randn([n, 2 * c], generator=gen)
+    noise_weight = None if noise_kind == "no_weight" else randn([c], generator=gen)
+    bias = randn([c], generator=gen)
+    style = randn([n, 2 * c], generator=gen)
 
     def as64(t):
         return None if t is None else t.double()
@@ -61,29 +63,29 @@ def test_adain_epilogue_matches_float64_reference(shape, noise_kind, offset, dty
     assert_close(actual, expected, dtype=dtype, reduction_length=h * w)
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=examples(40))
 @given(shape=feature_maps(), scale=st.sampled_from([1e-3, 1.0, 100.0]), dtype=st.sampled_from(DTYPES),
        seed=st.integers(0, 2**16))
 def test_rms_normalize_matches_float64_reference(shape, scale, dtype, seed):
-    x = (torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * scale).to(dtype)
+    x = (randn(shape, generator=torch.Generator().manual_seed(seed)) * scale).to(dtype)
     actual = rms_normalize(x, impl="triton")
     expected = rms_normalize(x.double(), impl="ref")
     assert actual.dtype == dtype
     assert_close(actual, expected, dtype=dtype, reduction_length=shape[2] * shape[3])
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=examples(40))
 @given(shape=feature_maps(), noise_kind=st.sampled_from(NOISE_KINDS), act=st.sampled_from(["linear", "lrelu"]),
        clamp=st.sampled_from([None, 0.3]), gain=st.sampled_from([1.0, 2**0.5]), dtype=st.sampled_from(DTYPES),
        seed=st.integers(0, 2**16))
 def test_rms_normalize_epilogue_matches_float64_reference(shape, noise_kind, act, clamp, gain, dtype, seed):
     n, c, h, w = shape
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=gen).to(dtype)
+    x = randn(shape, generator=gen).to(dtype)
     noise = make_noise(noise_kind, n, h, w, gen)
     noise = None if noise is None else noise.to(dtype)
-    strength = torch.randn([], generator=gen)
-    bias = None if noise_kind == "no_weight" else torch.randn([c], generator=gen)
+    strength = randn([], generator=gen)
+    bias = None if noise_kind == "no_weight" else randn([c], generator=gen)
     actual = rms_normalize_epilogue(x, noise, strength, bias, act=act, gain=gain, clamp=clamp, impl="triton")
     expected = rms_normalize_epilogue(x.double(), None if noise is None else noise.double(), strength.double(),
                                       None if bias is None else bias.double(), act=act, gain=gain, clamp=clamp,
@@ -98,9 +100,9 @@ def test_adain_output_statistics_are_the_style(impl):
     ``style[:, C:]`` and its std is ``|style[:, :C] + 1|``."""
     gen = torch.Generator().manual_seed(4)
     n, c = 2, 3
-    x = torch.randn([n, c, 16, 16], generator=gen) * 3 + 2
-    style = torch.randn([n, 2 * c], generator=gen)
-    y = adain_epilogue(x, None, None, torch.zeros(c), style, impl=impl).double()
+    x = randn([n, c, 16, 16], generator=gen) * 3 + 2
+    style = randn([n, 2 * c], generator=gen)
+    y = adain_epilogue(x, None, None, zeros(c), style, impl=impl).double()
     mean = y.mean(dim=[2, 3])
     std = (y - mean[..., None, None]).square().mean(dim=[2, 3]).sqrt()
     torch.testing.assert_close(mean, style[:, c:].double(), rtol=0, atol=1e-5)
@@ -111,44 +113,44 @@ def test_adain_output_statistics_are_the_style(impl):
 def test_adain_noise_without_weight_is_ignored(impl):
     """Noise is added only when both ``noise`` and ``noise_weight`` are given (reference semantics)."""
     gen = torch.Generator().manual_seed(5)
-    x = torch.randn([1, 2, 4, 4], generator=gen)
-    style = torch.randn([1, 4], generator=gen)
-    bias = torch.randn([2], generator=gen)
-    noise = torch.randn([1, 1, 4, 4], generator=gen)
+    x = randn([1, 2, 4, 4], generator=gen)
+    style = randn([1, 4], generator=gen)
+    bias = randn([2], generator=gen)
+    noise = randn([1, 1, 4, 4], generator=gen)
     torch.testing.assert_close(adain_epilogue(x, noise, None, bias, style, impl=impl),
                                adain_epilogue(x, None, None, bias, style, impl=impl))
 
 
 def test_rms_normalize_gives_unit_mean_square():
-    x = torch.randn([2, 3, 7, 5], generator=torch.Generator().manual_seed(6)) * 4
+    x = randn([2, 3, 7, 5], generator=torch.Generator().manual_seed(6)) * 4
     y = rms_normalize(x, impl="triton").double()
-    torch.testing.assert_close(y.square().mean(dim=[2, 3]), torch.ones(2, 3, dtype=torch.float64), rtol=1e-5, atol=0)
+    torch.testing.assert_close(y.square().mean(dim=[2, 3]), ones(2, 3, dtype=torch.float64), rtol=1e-5, atol=0)
 
 
 def test_instance_norm_reference_is_biased_variance():
-    x = torch.tensor([[[[1.0, 3.0]]]], dtype=torch.float64)  # mean 2, biased variance 1
-    torch.testing.assert_close(instance_norm_ref(x, eps=0.0), torch.tensor([[[[-1.0, 1.0]]]], dtype=torch.float64))
+    x = tensor([[[[1.0, 3.0]]]], dtype=torch.float64)  # mean 2, biased variance 1
+    torch.testing.assert_close(instance_norm_ref(x, eps=0.0), tensor([[[[-1.0, 1.0]]]], dtype=torch.float64))
 
 
 def _adain_args(**overrides):
-    args = dict(x=torch.zeros(2, 3, 4, 4), noise=None, noise_weight=torch.zeros(3), bias=torch.zeros(3),
-                style=torch.zeros(2, 6), impl="triton")
+    args = dict(x=zeros(2, 3, 4, 4), noise=None, noise_weight=zeros(3), bias=zeros(3),
+                style=zeros(2, 6), impl="triton")
     return args | overrides
 
 
 @pytest.mark.parametrize(
     ("call", "argument"),
     [
-        (lambda: adain_epilogue(**_adain_args(style=torch.zeros(2, 3))), "style"),
-        (lambda: adain_epilogue(**_adain_args(bias=torch.zeros(4))), "bias"),
-        (lambda: adain_epilogue(**_adain_args(noise_weight=torch.zeros(2))), "noise_weight"),
-        (lambda: adain_epilogue(**_adain_args(noise=torch.zeros(2, 3, 4, 4))), "noise"),
-        (lambda: adain_epilogue(**_adain_args(x=torch.zeros(3, 4, 4))), "x"),
-        (lambda: adain_epilogue(**_adain_args(x=torch.zeros(2, 3, 4, 4, dtype=torch.bfloat16))), "x"),
+        (lambda: adain_epilogue(**_adain_args(style=zeros(2, 3))), "style"),
+        (lambda: adain_epilogue(**_adain_args(bias=zeros(4))), "bias"),
+        (lambda: adain_epilogue(**_adain_args(noise_weight=zeros(2))), "noise_weight"),
+        (lambda: adain_epilogue(**_adain_args(noise=zeros(2, 3, 4, 4))), "noise"),
+        (lambda: adain_epilogue(**_adain_args(x=zeros(3, 4, 4))), "x"),
+        (lambda: adain_epilogue(**_adain_args(x=zeros(2, 3, 4, 4, dtype=torch.bfloat16))), "x"),
         (lambda: adain_epilogue(**_adain_args(impl="cuda")), "impl"),
-        (lambda: rms_normalize(torch.zeros(3, 4), impl="triton"), "x"),
-        (lambda: rms_normalize(torch.zeros(1, 3, 4, 4, dtype=torch.int32), impl="triton"), "x"),
-        (lambda: rms_normalize(torch.zeros(1, 3, 4, 4), impl="fast"), "impl"),
+        (lambda: rms_normalize(zeros(3, 4), impl="triton"), "x"),
+        (lambda: rms_normalize(zeros(1, 3, 4, 4, dtype=torch.int32), impl="triton"), "x"),
+        (lambda: rms_normalize(zeros(1, 3, 4, 4), impl="fast"), "impl"),
     ],
 )
 def test_bad_arguments_name_the_argument(call, argument):
@@ -158,10 +160,10 @@ def test_bad_arguments_name_the_argument(call, argument):
 
 def test_custom_ops_pass_opcheck():
     gen = torch.Generator().manual_seed(7)
-    x = torch.randn([2, 3, 5, 4], generator=gen)
-    args = (x, torch.randn([1, 1, 5, 4], generator=gen), torch.randn(3, generator=gen),
-            torch.randn(3, generator=gen), torch.randn(2, 6, generator=gen), 0.2, 1e-8)
+    x = randn([2, 3, 5, 4], generator=gen)
+    args = (x, randn([1, 1, 5, 4], generator=gen), randn(3, generator=gen),
+            randn(3, generator=gen), randn(2, 6, generator=gen), 0.2, 1e-8)
     torch.library.opcheck(torch.ops.sgtriton.adain_epilogue.default, args)
     torch.library.opcheck(torch.ops.sgtriton.rms_normalize.default,
-                          (x, torch.randn([2, 1, 5, 4], generator=gen), torch.ones([1]), torch.randn(3, generator=gen),
+                          (x, randn([2, 1, 5, 4], generator=gen), ones([1]), randn(3, generator=gen),
                            "lrelu", 0.2, 2**0.5, 0.5, 1e-8))

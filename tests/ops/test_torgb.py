@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from sgtriton.ops.modconv import modulated_conv2d_ref
 from sgtriton.ops.torgb import SKIP_FILTER, TORGB_CONFIGS, torgb_layer, torgb_ref, torgb_triton
 from sgtriton.ops.upfirdn2d import setup_filter, upsample2d
+from sgtriton.testing.devices import kernel_device
+from sgtriton.testing.profiles import examples
 from sgtriton.testing.tolerance import assert_close
 
 F64 = torch.float64
@@ -36,8 +38,10 @@ def expected_torgb(x, weight, styles, bias, img, *, dtype, clamp):
 
 
 def run_triton(x, weight, styles, bias, img, *, dtype, clamp, config=None):
-    args = (x.to(dtype), weight.float(), styles.float(), bias.float())
-    img = None if img is None else img.float()
+    """The kernel on the kernel device (CUDA when present), from float64 inputs."""
+    device = kernel_device()
+    args = (x.to(dtype).to(device), weight.float().to(device), styles.float().to(device), bias.float().to(device))
+    img = None if img is None else img.float().to(device)
     if config is None:
         return torgb_layer(*args, img=img, clamp=clamp, impl="triton")
     return torgb_triton(*args, img, clamp, config=config)
@@ -48,7 +52,7 @@ def run_triton(x, weight, styles, bias, img, *, dtype, clamp, config=None):
 # ----------------------------------------------------------------------------------------------
 
 
-@settings(deadline=None, max_examples=20)
+@settings(deadline=None, max_examples=examples(20))
 @given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.sampled_from(CHANNELS), st.integers(1, 4),
        st.integers(1, 4), st.booleans())
 def test_reference_is_modconv_plus_bias_clamp_plus_upsampled_image(seed, batch, in_ch, out_ch, half, fused):
@@ -99,7 +103,7 @@ def torgb_cases(draw):
     )
 
 
-@settings(deadline=None, max_examples=30)
+@settings(deadline=None, max_examples=examples(30))
 @given(torgb_cases())
 def test_triton_torgb_matches_float64_reference(case):
     c = case
@@ -125,13 +129,13 @@ def test_every_config_matches_reference_across_tile_boundaries(index):
     assert_close(actual, expected, dtype=dtype, reduction_length=x.shape[1])
 
 
-def test_custom_op_passes_opcheck():
-    x, weight, styles, bias, img = (t.float() for t in make_inputs(5, 1, 3, 3, 4, 4, True))
+def test_custom_op_passes_opcheck(device):
+    x, weight, styles, bias, img = (t.float().to(device) for t in make_inputs(5, 1, 3, 3, 4, 4, True))
     torch.library.opcheck(torch.ops.sgtriton.torgb.default, (x, weight, styles, bias, img, 0.5),
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
 
 
-def test_triton_torgb_rejects_a_skip_image_of_the_wrong_size():
-    x, weight, styles, bias, _ = (t.float() for t in make_inputs(0, 1, 3, 3, 4, 4, True))
+def test_triton_torgb_rejects_a_skip_image_of_the_wrong_size(device):
+    x, weight, styles, bias, _ = (t.float().to(device) for t in make_inputs(0, 1, 3, 3, 4, 4, True))
     with pytest.raises(ValueError, match="img: expected shape"):
-        torgb_triton(x, weight, styles, bias, torch.zeros(1, 3, 4, 4))
+        torgb_triton(x, weight, styles, bias, torch.zeros(1, 3, 4, 4, device=device))

@@ -30,14 +30,14 @@ def generator(resolution: int, bank_size: int = 4) -> sgtriton.Generator:
 
 
 @pytest.mark.parametrize("resolution, batch", [(16, 2), (64, 1)])
-def test_reference_and_triton_generators_agree(resolution, batch):
+def test_reference_and_triton_generators_agree(resolution, batch, device):
     G = generator(resolution)
-    G_triton = copy.deepcopy(G).set_backend("triton")
+    G_triton = copy.deepcopy(G).set_backend("triton").to(device)
     G_float64 = copy.deepcopy(G).double()
     z = torch.randn(batch, G.z_dim, generator=torch.Generator().manual_seed(resolution))
 
     reference = G(z, None, noise_mode="const")
-    triton = G_triton(z, None, noise_mode="const")
+    triton = G_triton(z.to(device), None, noise_mode="const")
     expected = G_float64(z.double(), None, noise_mode="const")
 
     assert triton.shape == (batch, 3, resolution, resolution) and triton.dtype == torch.float32

@@ -76,11 +76,11 @@ def test_bank_of_one_is_moddemod(cin, cout, up, batch, fused, noise_mode, seed):
 
 
 @pytest.mark.parametrize("up", [1, 2])
-def test_bank_of_one_kernel_matches_moddemod_kernel(up):
+def test_bank_of_one_kernel_matches_moddemod_kernel(up, device):
     node = conv_node(5, 6, up)
     adaptive, moddemod = layers(node, bank_size=1, entry=0, seed=up)
     x, w = inputs(node, 2, torch.float32)
-    got = adaptive(x, w, noise_mode="const", impl="triton")
+    got = adaptive.to(device)(x.to(device), w.to(device), noise_mode="const", impl="triton")
     expected = moddemod.double()(x.double(), w.double(), noise_mode="const", impl="reference")
     assert_close(got, expected, reduction_length=reduction_length(node), name=f"triton bank_size=1 up={up}")
 
@@ -125,12 +125,12 @@ def test_one_hot_selection_reproduces_that_bank_entry(bank_size, data, up, fused
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_one_hot_selection_in_the_kernel(dtype):
+def test_one_hot_selection_in_the_kernel(dtype, device):
     node = conv_node(6, 5, 2)
     adaptive, moddemod = layers(node, bank_size=3, entry=2, seed=7)
     one_hot_selector(adaptive, 2)
     x, w = inputs(node, 2, dtype)
-    got = adaptive(x, w, noise_mode="const", impl="triton")
+    got = adaptive.to(device)(x.to(device), w.to(device), noise_mode="const", impl="triton")
     expected = moddemod.double()(x.double(), w.double(), noise_mode="const", impl="reference")
     assert_close(got, expected, dtype=dtype, reduction_length=reduction_length(node), name=f"one-hot {dtype}")
 

@@ -105,12 +105,13 @@ def test_every_declared_kernel_launches_its_bank_regime_in_each_dtype():
             assert launch.kwargs["UP"] == up and launch.kwargs["UNROLL_BANK"] == unrolled
 
 
-def test_custom_op_is_registered_with_a_fake_kernel():
+def test_custom_op_is_registered_with_a_fake_kernel(device):
     op = torch.ops.sgtriton_adaptive_kernel.adaptive_modulated_conv2d
     x, bank = torch.randn(2, 3, 4, 4), torch.randn(5, 6, 3, 3, 3)
     logits, styles, bias = torch.randn(2, 5), torch.randn(2, 3), torch.randn(6)
     noise, strength = torch.randn(2, 1, 8, 8), torch.full([1], 0.3)
-    args = (x, bank, logits, styles, bias, noise, strength, None, 2, 0.2, 1.4, 0.5)
+    tensors = [t.to(device) for t in (x, bank, logits, styles, bias, noise, strength)]
+    args = (*tensors, None, 2, 0.2, 1.4, 0.5)
     torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
     from torch._subclasses.fake_tensor import FakeTensorMode
 
