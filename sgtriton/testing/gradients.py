@@ -33,10 +33,10 @@ import torch
 from hypothesis import given
 
 from sgtriton.registry import create_block
+from sgtriton.testing.devices import kernel_device
 from sgtriton.testing.harness import (
     LayerCase,
     build_layer,
-    default_device,
     layer_cases,
     layer_inputs,
     run_layer,
@@ -94,7 +94,7 @@ def backward_reduction_length(forward_length: int, out_numel: int, in_channels: 
 
 def check_layer_gradients(case: LayerCase, device: torch.device | None = None, double_backward: bool = True) -> None:
     """Assert that ``case``'s Triton backward equals float64 reference autograd for every gradient."""
-    device = device or default_device()
+    device = device or kernel_device()
     block = create_block(case.block, case.block_kwargs)
     if "triton" not in block.implementations:
         raise AssertionError(f"block {case.block!r} declares no 'triton' implementation")
