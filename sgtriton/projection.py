@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from sgtriton.backends import BACKENDS, default_device
+from sgtriton.backends import BACKENDS
 from sgtriton.files import atomic_write
 from sgtriton.images import image_mode, to_pil, to_uint8
 
@@ -287,19 +287,15 @@ def project_command(network, target, target_dir, num_steps, seed, vgg, save_vide
     """Project images into the W space of a network (NVlabs projector.py).
 
     Writes target.png, proj.png and projected_w.npz (key 'w', [1, num_ws, w_dim], for
-    `sgtriton generate --projected-w`) into OUTDIR, or OUTDIR/<name>/ for each image of --target-dir."""
+    `sgtriton generate --projected-w`) into OUTDIR, or OUTDIR/<name>/ for each image of --target-dir.
+    Under torchrun the targets are shared out over the ranks; every file is byte-identical to a
+    single-process run's."""
     from sgtriton.checkpoints import CheckpointError, load
+    from sgtriton.generation import distributed, sharding
 
     if (target is None) == (target_dir is None):
         raise click.UsageError("pass exactly one of --target FILE and --target-dir DIR")
     imageio = _video_writer_module() if save_video else None
-    device = device or default_device()
-    try:
-        G = load(network, backend=backend or "auto", device=device)
-    except CheckpointError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if G.c_dim:
-        raise click.UsageError(f"--network: projection needs an unconditional generator; this one has c_dim={G.c_dim}")
     if target is not None:
         jobs = [(Path(target), Path(outdir))]
     else:
@@ -308,31 +304,60 @@ def project_command(network, target, target_dir, num_steps, seed, vgg, save_vide
             raise click.BadParameter(f"{target_dir!r}: no images ({', '.join(IMAGE_SUFFIXES)})",
                                      param_hint="--target-dir")
         jobs = [(p, Path(outdir) / p.stem) for p in files]
-    try:
-        features = load_vgg16(vgg, device) if vgg is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--vgg") from exc
     schedule = ProjectionSchedule(num_steps=num_steps, w_avg_samples=w_avg_samples)
+    try:
+        with distributed.session(device) as topology:
+            device = str(topology.device)
+            try:
+                G = load(network, backend=backend or "auto", device=device)
+            except CheckpointError as exc:
+                raise click.ClickException(str(exc)) from exc
+            if G.c_dim:
+                raise click.UsageError(
+                    f"--network: projection needs an unconditional generator; this one has c_dim={G.c_dim}")
+            try:
+                features = load_vgg16(vgg, device) if vgg is not None else None
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--vgg") from exc
 
-    finals = []
-    for path, folder in jobs:
-        target_uint8 = load_target(path, G.img_resolution, G.img_channels)
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(seed)  # every target projects as it would alone
-        with tqdm(total=num_steps, desc=f"projecting {path.name}", unit="step") as bar:
-            def report(step: int, dist: float, loss: float, bar=bar) -> None:
-                bar.set_postfix(dist=f"{dist:.4g}", loss=f"{loss:.4g}", refresh=False)
-                bar.update(1)
+            # Target k goes to rank k mod WORLD_SIZE; each is re-seeded, so no result depends on the split.
+            mine = sharding.shard(range(len(jobs)), topology.rank, topology.world_size)
+            finals = {k: _project_target(G, *jobs[k], features, schedule, seed, device, imageio,
+                                         show_progress=topology.is_main) for k in mine}
+            # The final ws travel through the process group, so rank 0 needs no shared file system to read them.
+            finals = {k: w for share in distributed.all_gather(topology, finals) for k, w in share.items()}
+            if target_dir is not None and topology.is_main:
+                Path(outdir).mkdir(parents=True, exist_ok=True)
+                _write_ws(Path(outdir) / "projected_w.npz", np.stack([finals[k] for k in range(len(jobs))]),
+                          names=np.array([p.stem for p, _ in jobs]))
+            distributed.barrier(topology)
+    except distributed.LaunchError as exc:
+        raise click.UsageError(str(exc)) from exc
+    ranks = f" on {topology.world_size} ranks" if topology.distributed else ""
+    if topology.is_main:
+        click.echo(f"projected {len(jobs)} image(s) into {os.fspath(outdir)}{ranks}")
 
-            steps = project(G, torch.from_numpy(target_uint8.transpose(2, 0, 1).copy()), features=features,
-                            schedule=schedule, device=device, progress=report)
-        if imageio is not None:
-            frames = [np.concatenate([target_uint8, _render(G, w)], axis=1) for w in tqdm(steps, desc="video")]
-            _write_video(imageio, frames, folder / "proj.mp4")
-        _write_png(target_uint8, folder / "target.png")
-        _write_png(_render(G, steps[-1]), folder / "proj.png")
-        _write_ws(folder / "projected_w.npz", steps[-1].unsqueeze(0).cpu().numpy())
-        finals.append(steps[-1].cpu().numpy())
-    if target_dir is not None:
-        _write_ws(Path(outdir) / "projected_w.npz", np.stack(finals), names=np.array([p.stem for p, _ in jobs]))
-    click.echo(f"projected {len(jobs)} image(s) into {os.fspath(outdir)}")
+
+def _project_target(G: nn.Module, path: Path, folder: Path, features, schedule: ProjectionSchedule, seed: int,
+                    device: str, imageio, show_progress: bool = True) -> np.ndarray:
+    """Project one target file into ``folder`` (target.png, proj.png, projected_w.npz, maybe proj.mp4);
+    returns its final ws ``[num_ws, w_dim]``."""
+    target_uint8 = load_target(path, G.img_resolution, G.img_channels)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)  # every target projects as it would alone
+    with tqdm(total=schedule.num_steps, desc=f"projecting {path.name}", unit="step",
+              disable=not show_progress) as bar:
+        def report(step: int, dist: float, loss: float) -> None:
+            bar.set_postfix(dist=f"{dist:.4g}", loss=f"{loss:.4g}", refresh=False)
+            bar.update(1)
+
+        steps = project(G, torch.from_numpy(target_uint8.transpose(2, 0, 1).copy()), features=features,
+                        schedule=schedule, device=device, progress=report)
+    if imageio is not None:
+        frames = [np.concatenate([target_uint8, _render(G, w)], axis=1)
+                  for w in tqdm(steps, desc="video", disable=not show_progress)]
+        _write_video(imageio, frames, folder / "proj.mp4")
+    _write_png(target_uint8, folder / "target.png")
+    _write_png(_render(G, steps[-1]), folder / "proj.png")
+    _write_ws(folder / "projected_w.npz", steps[-1].unsqueeze(0).cpu().numpy())
+    return steps[-1].cpu().numpy()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -242,6 +245,34 @@ def test_cli_project_batch_matches_single_runs(network, tmp_path):
     alone = np.load(tmp_path / "one" / "projected_w.npz")["w"]
     np.testing.assert_array_equal(both["w"][1:], alone)
     np.testing.assert_array_equal(np.load(tmp_path / "b" / "t1" / "projected_w.npz")["w"], alone)
+
+
+def test_cli_project_under_torchrun_writes_the_single_process_files(network, tmp_path):
+    """Two gloo ranks share three targets (2 + 1): every file, the combined npz included, byte-identical."""
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    for name in ("t0.png", "t1.png"):
+        (targets / name).write_bytes((network / name).read_bytes())
+    array = target_image(tiny(), 11).permute(1, 2, 0).to(torch.uint8).numpy()
+    PIL.Image.fromarray(array).save(targets / "t2.png")
+    args = ["--network", network / "tiny.safetensors", "--target-dir", targets]
+    result = _project([*args, "--outdir", tmp_path / "single"])
+    assert result.exit_code == 0, result.output
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "sgtriton", "project", "--w-avg-samples", str(SAMPLES), "--num-steps", "4", "--device", "cpu",
+               *map(str, args), "--outdir", str(tmp_path / "sharded")]
+    run = subprocess.run(command, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, f"torchrun failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
+    assert "projected 3 image(s)" in run.stdout and "on 2 ranks" in run.stdout
+
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    single, sharded = files(tmp_path / "single"), files(tmp_path / "sharded")
+    assert len(single) == 3 * 3 + 1 and "t2/proj.png" in single
+    assert sharded.keys() == single.keys()
+    assert [name for name in single if sharded[name] != single[name]] == []
 
 
 def test_cli_project_with_a_torchscript_feature_network(network, tmp_path):
