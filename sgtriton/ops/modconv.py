@@ -431,68 +431,69 @@ def _modconv_weight_grad_kernel(
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_gn, stride_gc, stride_gh, stride_gw,
     KH: tl.constexpr, KW: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """Weight gradient of a k x k cross-correlation with padding ``KH // 2``, as one implicit GEMM::
+    """Weight gradient of a k x k cross-correlation with padding ``KH // 2``, as implicit GEMMs::
 
         out[o, i, ky, kx] = sum_{n, p} g[n, o, p] * x[n, i, p + (ky, kx) - KH // 2]
 
-    (``torch.nn.grad.conv2d_weight(x, [O, I, KH, KW], g, padding=KH // 2)``). The GEMM is
-    ``[O, K] x [K, I*KH*KW]`` with ``K = N*H*W`` (batch and pixels): the A tile is read from ``g``, the
-    B tile gathered from ``x`` at the tap offsets (implicit im2col, zero padding by masks).
+    (``torch.nn.grad.conv2d_weight(x, [O, I, KH, KW], g, padding=KH // 2)``). Per tap the gradient is
+    a GEMM ``[O, K] x [K, I]`` with ``K = N*H*W`` (batch and pixels): the A tile is read from ``g``,
+    the B tile gathered from ``x`` shifted by the tap, zero padding by masks. As in the forward, the
+    tap is fixed per GEMM, so the gather's mask and addresses separate into a pixel part and a
+    channel part rather than a full ``[BLOCK_P, BLOCK_I]`` index computation.
 
     Pointers:
         x: ``[N, I, H, W]`` fp32 or fp16, any strides (``stride_x*``).
         g: ``[N, O, H, W]`` the output gradient, same dtype (``stride_g*``).
         out: ``[O, I, KH, KW]`` fp32, contiguous.
-    Constexprs: ``KH``, ``KW`` odd; tile sizes ``BLOCK_O`` (output channels), ``BLOCK_J`` (the
-    flattened ``(i, ky, kx)`` axis of the weight) and ``BLOCK_P`` (batch x pixel steps of the reduction).
+    Constexprs: ``KH``, ``KW`` odd; tile sizes ``BLOCK_O`` (output channels), ``BLOCK_I`` (input
+    channels) and ``BLOCK_P`` (batch x pixel steps of the reduction).
 
-    Grid: axis 0 = flattened-weight block (fastest, so programs sharing a ``g`` tile run together)
-    x output-channel block.
+    Grid: axis 0 = input-channel block (fastest, so programs sharing a ``g`` tile run together)
+    x output-channel block; axis 1 = tap ``ky * KW + kx``.
     """
     pid = tl.program_id(0)
-    J = I * KH * KW
-    blocks_j = tl.cdiv(J, BLOCK_J)
-    pid_j = pid % blocks_j
-    pid_o = pid // blocks_j
+    tap = tl.program_id(1)
+    blocks_i = tl.cdiv(I, BLOCK_I)
+    pid_i = pid % blocks_i
+    pid_o = pid // blocks_i
     PAD: tl.constexpr = KH // 2
+    dy = tap // KW - PAD
+    dx = tap % KW - PAD
     offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
-    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     offs_pb = tl.arange(0, BLOCK_P)
     o_mask = offs_o < O
-    j_mask = offs_j < J
-    i = offs_j // (KH * KW)
-    ky = (offs_j // KW) % KH
-    kx = offs_j % KW
-    x_chan = (i * stride_xc)[None, :]                          # [1, BLOCK_J] loop-invariant
+    i_mask = offs_i < I
+    x_chan = (offs_i * stride_xc)[None, :]                     # [1, BLOCK_I] loop-invariant
     g_chan = (offs_o * stride_gc)[:, None]                     # [BLOCK_O, 1] loop-invariant
 
-    acc = tl.zeros([BLOCK_O, BLOCK_J], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
     HW = H * W
     for q0 in range(0, N * HW, BLOCK_P):
         offs_q = q0 + offs_pb
         q_mask = offs_q < N * HW
-        n = offs_q // HW
-        p = offs_q - n * HW
+        n = (offs_q // HW).to(tl.int64)
+        p = offs_q % HW
         py = p // W
         px = p - py * W
-        g_ptrs = g_ptr + (n.to(tl.int64) * stride_gn + py * stride_gh + px * stride_gw)[None, :] + g_chan
-        a = tl.load(g_ptrs, mask=o_mask[:, None] & q_mask[None, :], other=0.0)
+        a = tl.load(g_ptr + g_chan + (n * stride_gn + py * stride_gh + px * stride_gw)[None, :],
+                    mask=o_mask[:, None] & q_mask[None, :], other=0.0)
 
-        iy = py[:, None] + (ky - PAD)[None, :]
-        ix = px[:, None] + (kx - PAD)[None, :]
-        b_mask = q_mask[:, None] & j_mask[None, :] & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-        x_ptrs = x_ptr + (n.to(tl.int64) * stride_xn)[:, None] + x_chan + iy * stride_xh + ix * stride_xw
-        b = tl.load(x_ptrs, mask=b_mask, other=0.0)
+        iy = py + dy
+        ix = px + dx
+        p_mask = q_mask & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        b = tl.load(x_ptr + (n * stride_xn + iy * stride_xh + ix * stride_xw)[:, None] + x_chan,
+                    mask=p_mask[:, None] & i_mask[None, :], other=0.0)
 
         if x_ptr.dtype.element_ty == tl.float32:
             acc = tl.dot(a, b, acc, input_precision=FP32_DOT_PRECISION)
         else:
             acc = tl.dot(a, b, acc)
 
-    out_ptrs = out_ptr + offs_o[:, None] * J + offs_j[None, :]
-    tl.store(out_ptrs, acc, mask=o_mask[:, None] & j_mask[None, :])
+    out_ptrs = out_ptr + (offs_o[:, None] * I + offs_i[None, :]) * (KH * KW) + tap
+    tl.store(out_ptrs, acc, mask=o_mask[:, None] & i_mask[None, :])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,10 +562,10 @@ MODCONV_UP2_KERNEL: KernelSpec = declare_kernel(
 #: Tuning space of the weight-gradient GEMM (first = default). Its reduction is the long axis
 #: (batch x pixels), so the output tile stays moderate and the pixel step long.
 MODCONV_WEIGHT_GRAD_CONFIGS = (
-    KernelConfig({"BLOCK_O": 32, "BLOCK_J": 64, "BLOCK_P": 64}, num_warps=4, num_stages=3),
-    KernelConfig({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_P": 32}, num_warps=4, num_stages=3),
-    KernelConfig({"BLOCK_O": 64, "BLOCK_J": 128, "BLOCK_P": 32}, num_warps=8, num_stages=3),
-    KernelConfig({"BLOCK_O": 128, "BLOCK_J": 64, "BLOCK_P": 32}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_P": 32}, num_warps=4, num_stages=3),
+    KernelConfig({"BLOCK_O": 128, "BLOCK_I": 64, "BLOCK_P": 32}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_O": 64, "BLOCK_I": 128, "BLOCK_P": 32}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_O": 64, "BLOCK_I": 32, "BLOCK_P": 64}, num_warps=4, num_stages=3),
 )
 
 
@@ -756,8 +757,8 @@ def modconv_weight_grad_triton(x: torch.Tensor, g: torch.Tensor, k: int,
     config = config or launch_config(MODCONV_WEIGHT_GRAD_KERNEL, (
         ("dtype", triton_dtype(x.dtype)), ("batch", batch), ("spatial", height * width),
         ("cin", in_channels), ("cout", out_channels), ("k", k)))
-    block_o, block_j = config.meta["BLOCK_O"], config.meta["BLOCK_J"]
-    grid = (triton.cdiv(in_channels * k * k, block_j) * triton.cdiv(out_channels, block_o),)
+    block_o, block_i = config.meta["BLOCK_O"], config.meta["BLOCK_I"]
+    grid = (triton.cdiv(in_channels, block_i) * triton.cdiv(out_channels, block_o), k * k)
     _modconv_weight_grad_kernel[grid](
         x, g, out, batch, height, width, in_channels, out_channels, *x.stride(), *g.stride(),
         KH=k, KW=k, num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,

@@ -1,7 +1,7 @@
 """The modulated conv's weight-gradient kernel against float64 ``torch.nn.grad.conv2d_weight``.
 
-Sizes straddle the default config's tiles (``BLOCK_O`` output channels, ``BLOCK_J`` flattened
-``(i, ky, kx)`` weight entries, ``BLOCK_P`` batch x pixel steps), with batch > 1 and non-square maps.
+Sizes straddle the default config's tiles (``BLOCK_O`` output channels, ``BLOCK_I`` input channels,
+``BLOCK_P`` batch x pixel steps), with batch > 1 and non-square maps.
 fp16 inputs are exact in float64 and the kernel accumulates in fp32, so both dtypes are held to the
 fp32 row of the tolerance table, with the reduction length ``N H W`` of each weight entry.
 """
@@ -14,19 +14,18 @@ from sgtriton.testing import assert_close
 
 F64 = torch.float64
 TILE = MODCONV_WEIGHT_GRAD_KERNEL.default_config.meta
-BO, BJ, BP = TILE["BLOCK_O"], TILE["BLOCK_J"], TILE["BLOCK_P"]
+BO, BI, BP = TILE["BLOCK_O"], TILE["BLOCK_I"], TILE["BLOCK_P"]
 
 # (batch, cin, cout, height, width, k)
 CASES = [
-    (2, BJ // 9 - 2, 3, 9, 9, 3),            # one O and one J tile, pixels over several BLOCK_P steps
-    (3, BJ // 9 + 1, BO + 8, 5, 3, 3),       # O and J each cross a tile, pixels under one step
-    (2, BJ + 6, 3, 3, 4, 1),                 # 1x1 kernel, J crosses a tile
+    (2, 5, 3, 9, 9, 3),                      # one O and one I tile, pixels over several BLOCK_P steps
+    (2, BI + 6, BO + 8, 3, 5, 3),            # O and I each cross a tile, pixels under one step
+    (2, BI + 6, 3, 3, 4, 1),                 # 1x1 kernel
 ]
 
 
 def test_cases_straddle_the_tiles():
-    assert CASES[0][1] * 9 < BJ < CASES[1][1] * 9 and CASES[2][1] > BJ
-    assert CASES[0][2] < BO < CASES[1][2]
+    assert CASES[0][1] < BI < CASES[1][1] and CASES[0][2] < BO < CASES[1][2]
     assert CASES[1][0] * CASES[1][3] * CASES[1][4] < BP < CASES[0][0] * CASES[0][3] * CASES[0][4]
     assert CASES[0][0] * CASES[0][3] * CASES[0][4] % BP != 0
 
