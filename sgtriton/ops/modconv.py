@@ -62,6 +62,11 @@ is 4x the multiply-adds of the transposed conv (each phase is a full 3x3 conv on
 exchange there is one launch and no intermediate traffic. The phase weights depend on the weight
 only, so the launcher computes them once per weight version and caches them
 (:func:`cached_phase_weights`).
+
+**The weight gradient** (backward, see section *Backward*) is an implicit GEMM shaped like the
+forward: per kernel tap, ``dW'[:, :, tap] = g^T [O, N*H*W] x shift_tap(x s') [N*H*W, I]``, the
+reduction running over batch and pixels (:func:`_modconv_weight_grad_kernel`); for up = 2 the same
+3x3 form gives the phase-weight gradients (``4 * O`` output channels).
 """
 
 from __future__ import annotations
