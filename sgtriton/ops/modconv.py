@@ -62,6 +62,11 @@ is 4x the multiply-adds of the transposed conv (each phase is a full 3x3 conv on
 exchange there is one launch and no intermediate traffic. The phase weights depend on the weight
 only, so the launcher computes them once per weight version and caches them
 (:func:`cached_phase_weights`).
+
+**The weight gradient** (backward, see section *Backward*) is an implicit GEMM shaped like the
+forward: per kernel tap, ``dW'[:, :, tap] = g^T [O, N*H*W] x shift_tap(x s') [N*H*W, I]``, the
+reduction running over batch and pixels (:func:`_modconv_weight_grad_kernel`); for up = 2 the same
+3x3 form gives the phase-weight gradients (``4 * O`` output channels).
 """
 
 from __future__ import annotations
@@ -424,6 +429,78 @@ def _modconv_kernel(
     tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
+@triton.jit
+def _modconv_weight_grad_kernel(
+    x_ptr, g_ptr, out_ptr,
+    N, H, W, I, O,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    KH: tl.constexpr, KW: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Weight gradient of a k x k cross-correlation with padding ``KH // 2``, as implicit GEMMs::
+
+        out[o, i, ky, kx] = sum_{n, p} g[n, o, p] * x[n, i, p + (ky, kx) - KH // 2]
+
+    (``torch.nn.grad.conv2d_weight(x, [O, I, KH, KW], g, padding=KH // 2)``). Per tap the gradient is
+    a GEMM ``[O, K] x [K, I]`` with ``K = N*H*W`` (batch and pixels): the A tile is read from ``g``,
+    the B tile gathered from ``x`` shifted by the tap, zero padding by masks. As in the forward, the
+    tap is fixed per GEMM, so the gather's mask and addresses separate into a pixel part and a
+    channel part rather than a full ``[BLOCK_P, BLOCK_I]`` index computation.
+
+    Pointers:
+        x: ``[N, I, H, W]`` fp32 or fp16, any strides (``stride_x*``).
+        g: ``[N, O, H, W]`` the output gradient, same dtype (``stride_g*``).
+        out: ``[O, I, KH, KW]`` fp32, contiguous.
+    Constexprs: ``KH``, ``KW`` odd; tile sizes ``BLOCK_O`` (output channels), ``BLOCK_I`` (input
+    channels) and ``BLOCK_P`` (batch x pixel steps of the reduction).
+
+    Grid: axis 0 = input-channel block (fastest, so programs sharing a ``g`` tile run together)
+    x output-channel block; axis 1 = tap ``ky * KW + kx``.
+    """
+    pid = tl.program_id(0)
+    tap = tl.program_id(1)
+    blocks_i = tl.cdiv(I, BLOCK_I)
+    pid_i = pid % blocks_i
+    pid_o = pid // blocks_i
+    PAD: tl.constexpr = KH // 2
+    dy = tap // KW - PAD
+    dx = tap % KW - PAD
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_pb = tl.arange(0, BLOCK_P)
+    o_mask = offs_o < O
+    i_mask = offs_i < I
+    x_chan = (offs_i * stride_xc)[None, :]                     # [1, BLOCK_I] loop-invariant
+    g_chan = (offs_o * stride_gc)[:, None]                     # [BLOCK_O, 1] loop-invariant
+
+    acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
+    HW = H * W
+    for q0 in range(0, N * HW, BLOCK_P):
+        offs_q = q0 + offs_pb
+        q_mask = offs_q < N * HW
+        n = (offs_q // HW).to(tl.int64)
+        p = offs_q % HW
+        py = p // W
+        px = p - py * W
+        a = tl.load(g_ptr + g_chan + (n * stride_gn + py * stride_gh + px * stride_gw)[None, :],
+                    mask=o_mask[:, None] & q_mask[None, :], other=0.0)
+
+        iy = py + dy
+        ix = px + dx
+        p_mask = q_mask & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        b = tl.load(x_ptr + (n * stride_xn + iy * stride_xh + ix * stride_xw)[:, None] + x_chan,
+                    mask=p_mask[:, None] & i_mask[None, :], other=0.0)
+
+        if x_ptr.dtype.element_ty == tl.float32:
+            acc = tl.dot(a, b, acc, input_precision=FP32_DOT_PRECISION)
+        else:
+            acc = tl.dot(a, b, acc)
+
+    out_ptrs = out_ptr + (offs_o[:, None] * I + offs_i[None, :]) * (KH * KW) + tap
+    tl.store(out_ptrs, acc, mask=o_mask[:, None] & i_mask[None, :])
+
+
 # ----------------------------------------------------------------------------------------------
 # Declarations: tuning spaces and ahead-of-time signatures
 # ----------------------------------------------------------------------------------------------
@@ -484,6 +561,36 @@ MODCONV_KERNEL: KernelSpec = declare_kernel(
 MODCONV_UP2_KERNEL: KernelSpec = declare_kernel(
     "modconv2d_up2", _modconv_kernel, MODCONV_CONFIGS, uses_tensor_cores=True, launches=_modconv_launches(2),
     description="modulated 3x3 transposed conv + [1,3,3,1] FIR (polyphase) + demod + noise + bias + act + clamp",
+)
+
+
+#: Tuning space of the weight-gradient GEMM (first = default). Its reduction is the long axis
+#: (batch x pixels), so the output tile stays moderate and the pixel step long.
+MODCONV_WEIGHT_GRAD_CONFIGS = (
+    KernelConfig({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_P": 32}, num_warps=4, num_stages=3),
+    KernelConfig({"BLOCK_O": 128, "BLOCK_I": 64, "BLOCK_P": 32}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_O": 64, "BLOCK_I": 128, "BLOCK_P": 32}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_O": 64, "BLOCK_I": 32, "BLOCK_P": 64}, num_warps=4, num_stages=3),
+)
+
+
+def _modconv_weight_grad_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): the 3x3 weight gradient of a 512-channel layer at 16x16,
+    batch 2, as the up=1 backward launches it, and the up=2 phase form (``4 * O`` output channels)."""
+    n, c, res = 2, 512, 16
+    x = torch.randn(n, c, res, res, dtype=torch_dtype(dtype), device=device)
+    g = torch.randn(n, c, res, res, dtype=torch_dtype(dtype), device=device)
+    g_phases = torch.randn(n, 4 * c, res, res, dtype=torch_dtype(dtype), device=device)
+    return {
+        "up1": lambda: modconv_weight_grad_triton(x, g, 3),
+        "up2-phases": lambda: modconv_weight_grad_triton(x, g_phases, 3),
+    }
+
+
+MODCONV_WEIGHT_GRAD_KERNEL: KernelSpec = declare_kernel(
+    "modconv2d_weight_grad", _modconv_weight_grad_kernel, MODCONV_WEIGHT_GRAD_CONFIGS, uses_tensor_cores=True,
+    launches=_modconv_weight_grad_launches,
+    description="modulated conv weight gradient (k x k), one implicit GEMM reducing over batch and pixels",
 )
 
 
@@ -632,6 +739,38 @@ def modulated_conv2d_triton(
                           alpha, gain, clamp, resample_filter, x.dtype, config)
 
 
+def modconv_weight_grad_triton(x: torch.Tensor, g: torch.Tensor, k: int,
+                               config: KernelConfig | None = None) -> torch.Tensor:
+    """``torch.nn.grad.conv2d_weight(x, [O, I, k, k], g, padding=k // 2)`` on the Triton kernel.
+
+    ``x [N, I, H, W]`` and ``g [N, O, H, W]`` of one dtype (fp32 or fp16, accumulated in fp32), ``k``
+    odd. Returns ``[O, I, k, k]`` float32.
+    """
+    check_kernel_input(x, "x")
+    check_kernel_input(g, "g")
+    check_kernel_device(x)
+    check_same_device(x, g=g)
+    if x.dim() != 4 or g.dim() != 4 or x.shape[0] != g.shape[0] or x.shape[2:] != g.shape[2:]:
+        raise ValueError(f"x, g: expected [N, I, H, W] and [N, O, H, W], got {list(x.shape)} and {list(g.shape)}")
+    if g.dtype != x.dtype:
+        raise ValueError(f"g: expected dtype {x.dtype} (as x), got {g.dtype}")
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"k: expected an odd kernel size >= 1, got {k}")
+    batch, in_channels, height, width = x.shape
+    out_channels = g.shape[1]
+    out = torch.empty(out_channels, in_channels, k, k, dtype=torch.float32, device=x.device)
+    config = config or launch_config(MODCONV_WEIGHT_GRAD_KERNEL, (
+        ("dtype", triton_dtype(x.dtype)), ("batch", batch), ("spatial", height * width),
+        ("cin", in_channels), ("cout", out_channels), ("k", k)))
+    block_o, block_i = config.meta["BLOCK_O"], config.meta["BLOCK_I"]
+    grid = (triton.cdiv(in_channels, block_i) * triton.cdiv(out_channels, block_o), k * k)
+    _modconv_weight_grad_kernel[grid](
+        x, g, out, batch, height, width, in_channels, out_channels, *x.stride(), *g.stride(),
+        KH=k, KW=k, num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,
+    )
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # torch.library op (opaque to torch.compile; the fake kernel gives shapes)
 # ----------------------------------------------------------------------------------------------
@@ -661,6 +800,16 @@ def _modulated_conv2d_op(
 def _(x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp):
     check_modconv_args(x, weight, styles)
     return x.new_empty([x.shape[0], weight.shape[0], x.shape[2] * up, x.shape[3] * up])
+
+
+@torch.library.custom_op("sgtriton::modconv_weight_grad", mutates_args=())
+def _modconv_weight_grad_op(x: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
+    return modconv_weight_grad_triton(x, g, k)
+
+
+@_modconv_weight_grad_op.register_fake
+def _(x, g, k):
+    return x.new_empty([g.shape[1], x.shape[1], k, k], dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -740,9 +889,10 @@ def modulated_conv2d_layer(
 # (upsample_phase_weights), so its transpose is one 3x3 conv of the four phases of g stacked as
 # 4*O input channels with the flipped, transposed phase weights. Because it runs through the same
 # differentiable op, the backward has a backward too (double backward, for path-length
-# regularisation). The weight gradient is a batch-and-pixel reduction (PyTorch's conv weight
-# gradient, cuDNN on a GPU); for up = 2 it is taken w.r.t. the phase weights and mapped back
-# through the transpose of the (linear) phase map.
+# regularisation). The weight gradient is a batch-and-pixel reduction, the implicit GEMM
+# _modconv_weight_grad_kernel (op sgtriton::modconv_weight_grad, whose own backward is a pair of
+# PyTorch convs, so double backward works); for up = 2 it is taken w.r.t. the phase weights (the
+# same 3x3 form with 4*O output channels) and mapped back through the transpose of the phase map.
 
 
 def phase_tap_matrix(resample_filter: torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -807,11 +957,32 @@ def modconv_weight_grad(
     """``dW'[o, i, k] = sum_{n, p} gd[n, o, p] xs[n, i, p + k]`` through the layer's conv (fp32)."""
     out_channels, in_channels, kh, kw = weight_shape
     if up == 1:
-        return torch.nn.grad.conv2d_weight(xs, weight_shape, gd, padding=kh // 2)
-    d_phase = torch.nn.grad.conv2d_weight(xs, [4 * out_channels, in_channels, 3, 3], _phases(gd), padding=1)
+        return torch.ops.sgtriton.modconv_weight_grad(xs, gd, kh)
+    d_phase = torch.ops.sgtriton.modconv_weight_grad(xs, _phases(gd), 3)
     taps = phase_tap_matrix(resample_filter, xs.device).to(xs.dtype)
     d_phase = d_phase.reshape(2, 2, out_channels, in_channels, 3, 3)
     return torch.einsum("yxabk,yxoiab->oik", taps, d_phase).reshape(weight_shape)
+
+
+def _weight_grad_setup_context(ctx, inputs, output):
+    x, g, k = inputs
+    ctx.save_for_backward(x, g)
+    ctx.k = k
+
+
+def _weight_grad_backward(ctx, grad):
+    """The weight gradient is bilinear in ``(x, g)``: ``<dW, G> = <conv2d(x, G), g>``, so its
+    gradients are ``conv2d(x, G)`` (w.r.t. ``g``) and ``conv_transpose2d(g, G)`` (w.r.t. ``x``),
+    both differentiable PyTorch convs (double backward goes through them)."""
+    x, g = ctx.saved_tensors
+    pad = ctx.k // 2
+    grad = grad.to(x.dtype)
+    dx = torch.nn.functional.conv_transpose2d(g, grad, padding=pad) if ctx.needs_input_grad[0] else None
+    dg = torch.nn.functional.conv2d(x, grad, padding=pad) if ctx.needs_input_grad[1] else None
+    return dx, dg, None
+
+
+_modconv_weight_grad_op.register_autograd(_weight_grad_backward, setup_context=_weight_grad_setup_context)
 
 
 def _modconv_setup_context(ctx, inputs, output):
