@@ -111,3 +111,16 @@ def _synthesis_nodes(config: GeneratorConfig, block_type: BlockType) -> tuple[li
                                    out_shape=(config.img_channels, r, r), **common))
     num_ws = w_next + (1 if block_type.torgb_uses_style else 0)
     return nodes, num_ws
+
+
+class BuiltFromGraph:
+    """NVlabs' ``init_args`` / ``init_kwargs`` for a network built from a :class:`Graph`:
+    ``type(net)(*net.init_args, **net.init_kwargs)`` builds it afresh (same graph, same backend)."""
+
+    @property
+    def init_args(self) -> tuple:
+        return (self.graph,)
+
+    @property
+    def init_kwargs(self) -> dict:
+        return {"backend": self.backend}

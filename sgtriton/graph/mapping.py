@@ -32,7 +32,7 @@ from torch import nn
 from sgtriton.backends import op_impl, resolve_impl
 from sgtriton.blocks.base import IMPLEMENTATIONS
 from sgtriton.blocks.layers import FullyConnectedLayer
-from sgtriton.graph.builder import Graph
+from sgtriton.graph.builder import BuiltFromGraph, Graph
 from sgtriton.ops.fully_connected import mapping_chain, normalize_2nd_moment, truncate
 
 
@@ -52,7 +52,7 @@ class LabelProjection(nn.Module):
         return c @ self.weight.to(c.dtype).t()
 
 
-class MappingNetwork(nn.Module):
+class MappingNetwork(BuiltFromGraph, nn.Module):
     """NVlabs-compatible mapping network built from the graph's mapping nodes."""
 
     def __init__(self, graph: Graph, backend: str = "auto") -> None:
@@ -81,15 +81,6 @@ class MappingNetwork(nn.Module):
                 setattr(self, node.attr, layer)
         if self.w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([self.w_dim]))
-
-    @property
-    def init_args(self) -> tuple:
-        """With :attr:`init_kwargs`, ``type(self)(*init_args, **init_kwargs)`` builds this network afresh."""
-        return (self.graph,)
-
-    @property
-    def init_kwargs(self) -> dict:
-        return {"backend": self.backend}
 
     def updates_w_avg(self, update_emas: bool | None, skip_w_avg_update: bool | None) -> bool:
         """Whether this call moves ``w_avg`` (the rule in the module docstring)."""

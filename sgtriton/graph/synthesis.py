@@ -29,7 +29,7 @@ from torch import nn
 from sgtriton.backends import resolve_impl
 from sgtriton.blocks.base import NOISE_MODES, BlockType
 from sgtriton.blocks.layers import SkipConv
-from sgtriton.graph.builder import Graph
+from sgtriton.graph.builder import BuiltFromGraph, Graph
 from sgtriton.graph.nodes import LayerNode
 from sgtriton.ops.upfirdn2d import setup_filter
 
@@ -131,7 +131,7 @@ class SynthesisBlock(nn.Module):
                 f"in_channels={self.in_channels}, out_channels={self.out_channels}, use_fp16={self.use_fp16}")
 
 
-class SynthesisNetwork(nn.Module):
+class SynthesisNetwork(BuiltFromGraph, nn.Module):
     """ws ``[N, num_ws, w_dim]`` -> image ``[N, img_channels, R, R]`` (float32, not clamped)."""
 
     def __init__(self, graph: Graph, backend: str = "auto") -> None:
@@ -154,15 +154,6 @@ class SynthesisNetwork(nn.Module):
                                    config.synthesis.resample_filter, backend)
             setattr(self, f"b{r}", block)
         self.backend = backend
-
-    @property
-    def init_args(self) -> tuple:
-        """With :attr:`init_kwargs`, ``type(self)(*init_args, **init_kwargs)`` builds this network afresh."""
-        return (self.graph,)
-
-    @property
-    def init_kwargs(self) -> dict:
-        return {"backend": self.backend}
 
     @property
     def backend(self) -> str:

@@ -398,9 +398,7 @@ MAPPING_CHAIN_KERNEL = declare_kernel(
     "mapping_chain",
     _mapping_chain_kernel,
     configs=[
-        KernelConfig(meta={"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=2),
-        KernelConfig(meta={"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=2),
-        KernelConfig(meta={"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+        KernelConfig(meta={"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=1),
         KernelConfig(meta={"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=2),
     ],
     launches=_mapping_chain_launches,

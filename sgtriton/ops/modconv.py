@@ -570,7 +570,6 @@ MODCONV_WEIGHT_GRAD_CONFIGS = (
     KernelConfig({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_P": 32}, num_warps=4, num_stages=3),
     KernelConfig({"BLOCK_O": 128, "BLOCK_I": 64, "BLOCK_P": 32}, num_warps=8, num_stages=3),
     KernelConfig({"BLOCK_O": 64, "BLOCK_I": 128, "BLOCK_P": 32}, num_warps=8, num_stages=3),
-    KernelConfig({"BLOCK_O": 64, "BLOCK_I": 32, "BLOCK_P": 64}, num_warps=4, num_stages=3),
 )
 
 

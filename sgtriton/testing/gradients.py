@@ -32,13 +32,10 @@ from collections.abc import Callable
 import torch
 from hypothesis import given
 
-from sgtriton.registry import create_block
-from sgtriton.testing.devices import kernel_device
 from sgtriton.testing.harness import (
     LayerCase,
-    build_layer,
     layer_cases,
-    layer_inputs,
+    prepare_layer_case,
     run_layer,
 )
 from sgtriton.testing.tolerance import assert_close, precision_floor
@@ -94,14 +91,8 @@ def backward_reduction_length(forward_length: int, out_numel: int, in_channels: 
 
 def check_layer_gradients(case: LayerCase, device: torch.device | None = None, double_backward: bool = True) -> None:
     """Assert that ``case``'s Triton backward equals float64 reference autograd for every gradient."""
-    device = device or kernel_device()
-    block = create_block(case.block, case.block_kwargs)
-    if "triton" not in block.implementations:
-        raise AssertionError(f"block {case.block!r} declares no 'triton' implementation")
-    module = build_layer(case).to(device)
-    reference = copy.deepcopy(module).double()
+    block, module, reference, inputs = prepare_layer_case(case, device)
     same_dtype = copy.deepcopy(module)
-    inputs = layer_inputs(case, device)
     actual = layer_gradients(module, case, inputs, case.dtype, "triton", double_backward)
     expected = layer_gradients(reference, case, inputs, torch.float64, "reference", double_backward)
     try:

@@ -204,15 +204,21 @@ def run_layer(module: torch.nn.Module, case: LayerCase, inputs: dict, dtype: tor
     return module(x, w, noise_mode=case.noise_mode, fused_modconv=case.fused_modconv, gain=case.gain, impl=impl)
 
 
-def check_layer_case(case: LayerCase, device: torch.device | None = None) -> None:
-    """Assert that ``case`` gives the same result from the Triton kernels and the float64 reference."""
+def prepare_layer_case(case: LayerCase, device: torch.device | None = None):
+    """``(block, module, float64 reference copy, inputs)`` for ``case`` on ``device`` (default: the
+    kernel device); refuses a block without a ``'triton'`` implementation. Shared by the forward
+    check here and the gradient check in :mod:`sgtriton.testing.gradients`."""
     device = device or kernel_device()
     block = create_block(case.block, case.block_kwargs)
     if "triton" not in block.implementations:
         raise AssertionError(f"block {case.block!r} declares no 'triton' implementation")
     module = build_layer(case).to(device)
-    reference = copy.deepcopy(module).double()
-    inputs = layer_inputs(case, device)
+    return block, module, copy.deepcopy(module).double(), layer_inputs(case, device)
+
+
+def check_layer_case(case: LayerCase, device: torch.device | None = None) -> None:
+    """Assert that ``case`` gives the same result from the Triton kernels and the float64 reference."""
+    block, module, reference, inputs = prepare_layer_case(case, device)
     actual = run_layer(module, case, inputs, case.dtype, "triton")
     expected = run_layer(reference, case, inputs, torch.float64, "reference")
     assert_close(actual, expected, dtype=case.dtype, reduction_length=block.reduction_length(case.node),

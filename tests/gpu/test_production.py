@@ -18,6 +18,7 @@ import torch
 
 import sgtriton.ops.bias_act
 import sgtriton.ops.fully_connected as fc
+import sgtriton.ops.modconv as modconv
 import sgtriton.ops.normalization
 import sgtriton.ops.torgb
 import sgtriton.ops.upfirdn2d as fir
@@ -98,10 +99,22 @@ def run_truncate(dtype, batch, resolution):
     assert_close(actual, expected, dtype=dtype, name="truncate")
 
 
+def run_modconv_weight_grad(dtype, batch, resolution):
+    # A 512 -> 512 3x3 layer's weight gradient: the reduction runs over batch x pixels.
+    shape = (batch, CHANNELS, resolution, resolution)
+    x, g = randn(*shape, seed=7), randn(*shape, seed=8)
+    actual = modconv.modconv_weight_grad_triton(x.to(dtype), g.to(dtype), 3)
+    expected = torch.nn.grad.conv2d_weight(x.to(dtype).double(), [CHANNELS, CHANNELS, 3, 3], g.to(dtype).double(),
+                                           padding=1)
+    assert_close(actual, expected, dtype=dtype, reduction_length=batch * resolution * resolution,
+                 name="modconv_weight_grad")
+
+
 #: For every declared kernel, the production case that launches it.
 RUNNERS = {
     "modconv2d": layer_runner("moddemod", "conv"),
     "modconv2d_up2": layer_runner("moddemod", "conv", up=2),
+    "modconv2d_weight_grad": run_modconv_weight_grad,
     "torgb": layer_runner("moddemod", "torgb"),
     "adain_epilogue": layer_runner("adain", "conv", up=2),
     "rms_normalize": layer_runner("revised", "conv"),
