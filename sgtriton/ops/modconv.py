@@ -221,8 +221,8 @@ def upsample_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor |
     f = setup_filter(STYLEGAN_FILTER) if resample_filter is None else resample_filter
     if f.shape != (4, 4):
         raise ValueError(f"resample_filter: up=2 needs a 2-D 4x4 filter, got shape {list(f.shape)}")
-    r, a, j, k = torch.meshgrid(*(torch.arange(n) for n in (2, 3, 4, 3)), indexing="ij")
-    select = (r + j + 1 - k == 2 * a).to(torch.float64).to(weight.device)
+    r, a, j, k = torch.meshgrid(*(torch.arange(n, device=weight.device) for n in (2, 3, 4, 3)), indexing="ij")
+    select = (r + j + 1 - k == 2 * a).to(torch.float64)
     g = 4 * f.to(device=weight.device, dtype=torch.float64).flip([0, 1])
     # [ry, rx, a, b, ky, kx]: which weight taps (and with what FIR factor) feed each phase tap.
     taps = torch.einsum("yajk,xblm,jl->yxabkm", select, select, g)
@@ -231,7 +231,7 @@ def upsample_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor |
 
 
 # ----------------------------------------------------------------------------------------------
-# Triton kernel
+# Triton kernels
 # ----------------------------------------------------------------------------------------------
 
 _EPS = tl.constexpr(DEMOD_EPS)
@@ -239,47 +239,94 @@ _EPS = tl.constexpr(DEMOD_EPS)
 FP32_DOT_PRECISION = tl.constexpr("tf32x3")
 
 
+@triton.jit
+def _modconv_prologue_kernel(
+    s_ptr, qt_ptr, s_out_ptr, d_ptr,
+    I, O,
+    stride_sn, stride_si,
+    PRENORM: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr,
+):
+    """Per-sample operands of a demodulated layer: ``s'`` and ``d = rsqrt(s'^2 Q'^T + eps)``.
+
+    Pointers:
+        s: ``[N, I]`` styles, any strides (``stride_s*``), any float dtype.
+        qt: ``[I, O]`` fp32 contiguous, ``Q'^T`` with ``Q'[o, i] = c[o]^2 sum_k W[o, i, k]^2``
+            (:func:`cached_demod_gram`; ``c = 1`` unless ``PRENORM``).
+        s_out: ``[N, I]`` contiguous (the activations' dtype), written ``s' = s / max_i |s[n, i]|``
+            (``PRENORM``) or ``s``.
+        d: ``[N, O]`` fp32 contiguous, the demodulation coefficients.
+    Grid: axis 0 = sample, axis 1 = output-channel block; programs with block 0 write ``s'``.
+    """
+    n = tl.program_id(0)
+    pid_o = tl.program_id(1)
+    offs_i = tl.arange(0, BLOCK_I)
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_mask = offs_o < O
+    s_base = s_ptr + n.to(tl.int64) * stride_sn
+    style_scale = 1.0
+    if PRENORM:
+        smax = tl.zeros([BLOCK_I], dtype=tl.float32)
+        for i0 in range(0, I, BLOCK_I):
+            s = tl.load(s_base + (i0 + offs_i) * stride_si, mask=i0 + offs_i < I, other=0.0)
+            smax = tl.maximum(smax, tl.abs(s.to(tl.float32)))
+        style_scale = 1.0 / tl.max(smax, axis=0)
+    sumsq = tl.zeros([BLOCK_I, BLOCK_O], dtype=tl.float32)
+    for i0 in range(0, I, BLOCK_I):
+        i = i0 + offs_i
+        i_mask = i < I
+        s = tl.load(s_base + i * stride_si, mask=i_mask, other=0.0).to(tl.float32) * style_scale
+        if pid_o == 0:
+            tl.store(s_out_ptr + n.to(tl.int64) * I + i, s.to(s_out_ptr.dtype.element_ty), mask=i_mask)
+        q = tl.load(qt_ptr + i[:, None] * O + offs_o[None, :], mask=i_mask[:, None] & o_mask[None, :], other=0.0)
+        sumsq += q * (s * s)[:, None]
+    d = tl.math.rsqrt(tl.sum(sumsq, axis=0) + _EPS)
+    tl.store(d_ptr + n.to(tl.int64) * O + offs_o, d, mask=o_mask)
+
+
 # One kernel source for every style-layer variant, with no @triton.jit helpers: under the
 # interpreter helpers become InterpretedFunctions, which the ahead-of-time compile of the caller
 # cannot reference. ToRGB (sgtriton/ops/torgb.py) is the SKIP specialisation of the same kernel.
 @triton.jit
 def _modconv_kernel(
-    x_ptr, w_ptr, wp_ptr, s_ptr, bias_ptr, noise_ptr, strength_ptr, skip_ptr, out_ptr,
+    x_ptr, w_ptr, s_ptr, d_ptr, bias_ptr, noise_ptr, strength_ptr, skip_ptr, out_ptr,
     H, W, I, O,
     stride_xn, stride_xc, stride_xh, stride_xw,
-    stride_wo, stride_wi, stride_wh, stride_ww,
-    stride_pp, stride_po, stride_pi, stride_ph, stride_pw,
-    stride_sn, stride_si,
+    stride_wp, stride_wt, stride_wi,
+    stride_sn, stride_si, stride_dn,
     stride_nn, stride_nh, stride_nw,
     stride_kn, stride_kc, stride_kh, stride_kw,
-    fan_in_rsqrt, alpha, gain, clamp,
+    stride_on, stride_oc, stride_oh, stride_ow,
+    alpha, gain, clamp,
     UP: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-    DEMOD: tl.constexpr, PRENORM: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_BIAS: tl.constexpr,
-    ACT: tl.constexpr, USE_CLAMP: tl.constexpr, SKIP: tl.constexpr, FLAT_X: tl.constexpr,
+    DEMOD: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr, USE_CLAMP: tl.constexpr, SKIP: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """Fused style layer: ``out[n, o, Y, X] = clamp(act(d * conv + strength * noise + bias) * gain) + skip``.
+    """Fused style layer: ``out[n, o, Y, X] = clamp(act(d * conv(x * s, Wg) + strength * noise + bias) * gain) + skip``.
 
     Pointers:
-        x: ``[N, I, H, W]`` fp32 or fp16, any strides (``stride_x*``).
-        w: ``[O, I, KH, KW]`` the original weight (``stride_w*``); demodulation statistics.
-        wp: the GEMM weight, indexed ``phase * stride_pp + o * stride_po + i * stride_pi + ...``:
-            ``w`` itself for ``UP = 1`` (``stride_pp = 0``), the ``[4, O, I, 3, 3]`` phase weights of
-            :func:`upsample_phase_weights` for ``UP = 2``.
-        s: ``[N, I]`` styles (``stride_s*``).
+        x: ``[N, I, H, W]`` fp32 or fp16, any strides (``stride_x*``); channels-last (``stride_xc = 1``)
+            gives the wide loads the kernel is built for.
+        w: the GEMM weight ``Wg[phase, tap, i, o]`` at ``phase * stride_wp + tap * stride_wt + i * stride_wi
+            + o`` (unit stride along ``O``) in the dot's dtype: the layer weight laid out K-major
+            (:func:`cached_gemm_weight`; for ``UP = 2`` the four phase weights of
+            :func:`upsample_phase_weights`), fp16 ones pre-normalised by ``c[o]``.
+        s: ``[N, I]`` the styles that modulate ``x`` (``s'`` from the prologue when demodulating).
+        d: ``[N, O]`` fp32 demodulation coefficients, row stride ``stride_dn`` (read if ``DEMOD``).
         bias: ``[O]`` (read if ``HAS_BIAS``).
         noise: one value per output pixel at ``n * stride_nn + Y * stride_nh + X * stride_nw``
             (``stride_nn = 0`` broadcasts one ``[H*UP, W*UP]`` map); read if ``HAS_NOISE``.
         strength: one element multiplying the noise.
         skip: ``[N, O, H/2, W/2]`` previous image (``stride_k*``) whose ``[1,3,3,1]`` 2x upsample
             (``upsample2d``: pad ``[2,1,2,1]``, gain 4) is added last; read if ``SKIP``.
-        out: ``[N, O, H*UP, W*UP]`` contiguous; its dtype is the stored dtype.
-    Scalars: ``fan_in_rsqrt = 1/sqrt(I*KH*KW)``; ``alpha`` (leaky slope); ``gain``; ``clamp``.
+        out: ``[N, O, H*UP, W*UP]`` with strides ``stride_o*`` (channels-last for the style layers);
+            its dtype is the stored dtype.
+    Scalars: ``alpha`` (leaky slope); ``gain``; ``clamp``.
     Constexprs: ``UP`` 1 or 2 (2 needs ``KH = KW = 3``); ``KH``, ``KW`` odd (padding ``KH // 2``);
-    ``DEMOD``; ``PRENORM`` (fp16 pre-normalisation, with ``DEMOD``); ``HAS_NOISE``; ``HAS_BIAS``;
-    ``ACT`` (a :data:`~sgtriton.ops.bias_act.ACTIVATIONS` ``kernel_code``); ``USE_CLAMP``; ``SKIP``;
-    tile sizes ``BLOCK_M`` (pixels of the ``H x W`` input grid), ``BLOCK_N`` (output channels),
-    ``BLOCK_K`` (input channels per step).
+    ``DEMOD``; ``HAS_NOISE``; ``HAS_BIAS``; ``ACT`` (a :data:`~sgtriton.ops.bias_act.ACTIVATIONS`
+    ``kernel_code``); ``USE_CLAMP``; ``SKIP``; ``EVEN_K`` (``I % BLOCK_K == 0``), ``EVEN_N``
+    (``O % BLOCK_N == 0``); ``KH * KW <= 31`` (one bit per tap); tile sizes ``BLOCK_M`` (pixels of the ``H x W`` input
+    grid), ``BLOCK_N`` (output channels), ``BLOCK_K`` (input channels per step).
 
     Grid: axis 0 = output-channel block (fastest, so the programs that share an input tile run
     together) x pixel block; axis 1 = output phase ``ry * UP + rx``; axis 2 = sample.
@@ -298,97 +345,70 @@ def _modconv_kernel(
     n_mask = offs_n < O
     my = offs_m // W
     mx = offs_m - my * W
-    x_base = x_ptr + n.to(tl.int64) * stride_xn
+    x_pix = x_ptr + n.to(tl.int64) * stride_xn + (my * stride_xh + mx * stride_xw)[:, None]  # [BLOCK_M, 1]
     s_base = s_ptr + n.to(tl.int64) * stride_sn
-    wp_base = wp_ptr + phase * stride_pp
+    w_col = w_ptr + phase * stride_wp + offs_n[None, :]                                    # [1, BLOCK_N]
 
-    # fp16 pre-normalisation of the styles: s' = s / max_i |s[n, i]|.
-    style_scale = 1.0
-    if PRENORM:
-        smax = tl.zeros([BLOCK_K], dtype=tl.float32)
-        for i0 in range(0, I, BLOCK_K):
-            s = tl.load(s_base + (i0 + offs_kb) * stride_si, mask=i0 + offs_kb < I, other=0.0)
-            smax = tl.maximum(smax, tl.abs(s.to(tl.float32)))
-        style_scale = 1.0 / tl.max(smax, axis=0)
+    # --- implicit GEMM: acc[p, o] = sum_{tap, i} (x[n, i, p + tap - PAD] * s[n, i]) * Wg[phase, tap, i, o] ---
+    # One flat loop over (tap, input-channel block), so the compiler pipelines a single loop. Both
+    # tiles load along their contiguous axis (channels of x, output channels of Wg); the style
+    # scales the activation tile in registers, which the tensor cores read from there.
+    # Which taps read inside the image, one bit per tap for each pixel of the tile (zero padding by
+    # masks), computed once: in the loop a row's mask is a shift and a test.
+    tap_ok = tl.zeros([BLOCK_M], dtype=tl.int32)
+    for t in tl.static_range(KH * KW):
+        iy = my + (t // KW - PAD)
+        ix = mx + (t % KW - PAD)
+        inside = m_mask & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        tap_ok = tap_ok | (inside.to(tl.int32) << t)
 
-    i_blocks = tl.cdiv(I, BLOCK_K)
-    # --- demodulation: d[o] = rsqrt(sum_{i,k} (W[o,i,k] s'[n,i])^2 + eps), from the original weight.
-    # A pass of its own over the flattened (i, tap) axis of the weight slab (small and cached) keeps
-    # its accumulators out of the GEMM loop's registers.
-    if DEMOD:
-        sumsq = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
-        wmax = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
-        for j0 in range(0, I * KH * KW, BLOCK_K):
-            offs_j = j0 + offs_kb
-            j_mask = offs_j < I * KH * KW
-            i = offs_j // (KH * KW)
-            ky = (offs_j // KW) % KH
-            kx = offs_j % KW
-            w_ptrs = (w_ptr + offs_n[None, :] * stride_wo
-                      + (i * stride_wi + ky * stride_wh + kx * stride_ww)[:, None])
-            w_raw = tl.load(w_ptrs, mask=j_mask[:, None] & n_mask[None, :], other=0.0).to(tl.float32)
-            s = tl.load(s_base + i * stride_si, mask=j_mask, other=0.0).to(tl.float32) * style_scale
-            w_mod = w_raw * s[:, None]
-            sumsq += w_mod * w_mod
-            if PRENORM:
-                wmax = tl.maximum(wmax, tl.abs(w_raw))
-        q = tl.sum(sumsq, axis=0)
-        if PRENORM:
-            # NVlabs' pre-normalised weight is c W with c = 1 / (sqrt(fan_in) max|W[o]|): the GEMM
-            # operand gets c too (below), and d = rsqrt(c^2 q + eps).
-            col_scale = fan_in_rsqrt / tl.where(n_mask, tl.max(wmax, axis=0), 1.0)
-            out_scale = tl.math.rsqrt(col_scale * col_scale * q + _EPS)
-        else:
-            out_scale = tl.math.rsqrt(q + _EPS)
-
-    # --- implicit GEMM: acc[p, o] = sum_{i, k} x[n, i, p + k - PAD] * (Wp[o, i, k] * s'[n, i]) ---
+    # One flat loop over (tap, input-channel block), so the compiler pipelines a single loop. The
+    # tap, its pixel offset and the channel offset k0 are carried across iterations and advanced
+    # with uniform scalar arithmetic (no division per step). Both tiles load along their contiguous
+    # axis (channels of x, output channels of Wg); the style scales the activation tile in
+    # registers, from where the tensor cores read it. EVEN_K / EVEN_N drop the masks of full tiles.
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    # With a contiguous image plane the pixel offset is offs_m itself, which the compiler knows is
-    # contiguous: A loads then run along pixels (coalesced) rather than along channels.
-    if FLAT_X:
-        x_pix = x_base + offs_m[:, None]
-    else:
-        x_pix = x_base + (my * stride_xh + mx * stride_xw)[:, None]      # [BLOCK_M, 1] loop-invariant
-    b_col = wp_base + (offs_n * stride_po)[None, :]                  # [1, BLOCK_N] loop-invariant
-    # One flat loop over (tap, input-channel block), so the compiler pipelines a single loop.
-    for step in range(0, KH * KW * i_blocks):
-        tap = step // i_blocks
-        offs_k = (step - tap * i_blocks) * BLOCK_K + offs_kb
-        k_mask = offs_k < I
-        ky = tap // KW
-        kx = tap - ky * KW
-        dy = ky - PAD
-        dx = kx - PAD
-
-        iy = my + dy
-        ix = mx + dx
-        a_mask = m_mask & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-        if FLAT_X:
-            tap_off = dy * W + dx  # wraps across rows only for pixels a_mask excludes
+    tap = 0
+    kx = 0
+    k0 = 0
+    x_tap = -PAD * stride_xh - PAD * stride_xw
+    for _ in range(0, KH * KW * tl.cdiv(I, BLOCK_K)):
+        offs_k = k0 + offs_kb
+        row_ok = ((tap_ok >> tap) & 1) != 0
+        a_ptrs = x_pix + x_tap + (offs_k * stride_xc)[None, :]
+        b_ptrs = w_col + tap * stride_wt + (offs_k * stride_wi)[:, None]
+        s_ptrs = s_base + offs_k * stride_si
+        if EVEN_K:
+            a = tl.load(a_ptrs, mask=row_ok[:, None], other=0.0)
+            s = tl.load(s_ptrs)
+            if EVEN_N:
+                b = tl.load(b_ptrs)
+            else:
+                b = tl.load(b_ptrs, mask=n_mask[None, :], other=0.0)
         else:
-            tap_off = dy * stride_xh + dx * stride_xw
-        a_ptrs = x_pix + tap_off + (offs_k * stride_xc)[None, :]
-        a = tl.load(a_ptrs, mask=a_mask[:, None] & k_mask[None, :], other=0.0)
-
-        # Prologue: modulate the weight tile (fp32) before it is rounded to the dot's dtype.
-        s = tl.load(s_base + offs_k * stride_si, mask=k_mask, other=0.0).to(tl.float32) * style_scale
-        b_ptrs = b_col + (ky * stride_ph + kx * stride_pw) + (offs_k * stride_pi)[:, None]
-        b = tl.load(b_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0.0).to(tl.float32) * s[:, None]
-        if PRENORM:
-            b = b * col_scale[None, :]
-
+            k_mask = offs_k < I
+            a = tl.load(a_ptrs, mask=row_ok[:, None] & k_mask[None, :], other=0.0)
+            s = tl.load(s_ptrs, mask=k_mask, other=0.0)
+            b = tl.load(b_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0.0)
+        a = a * s.to(a.dtype)[None, :]
         if x_ptr.dtype.element_ty == tl.float32:
             acc = tl.dot(a, b, acc, input_precision=FP32_DOT_PRECISION)
         else:
-            acc = tl.dot(a, b.to(x_ptr.dtype.element_ty), acc)
+            acc = tl.dot(a, b, acc)
+        k0 += BLOCK_K
+        next_tap = k0 >= I
+        k0 = tl.where(next_tap, 0, k0)
+        tap = tl.where(next_tap, tap + 1, tap)
+        kx = tl.where(next_tap, kx + 1, kx)
+        next_row = kx == KW
+        x_tap = tl.where(next_tap, x_tap + tl.where(next_row, stride_xh - (KW - 1) * stride_xw, stride_xw), x_tap)
+        kx = tl.where(next_row, 0, kx)
 
     # --- epilogue on the fp32 accumulator ---
     y = acc
     if DEMOD:
-        y = y * out_scale[None, :]
+        y = y * tl.load(d_ptr + n.to(tl.int64) * stride_dn + offs_n, mask=n_mask, other=0.0)[None, :]
 
-    HO = H * UP
-    WO = W * UP
     oy = my * UP + phase // UP
     ox = mx * UP + phase % UP
     if HAS_NOISE:
@@ -421,11 +441,8 @@ def _modconv_kernel(
                               mask=ok[:, None] & n_mask[None, :], other=0.0).to(tl.float32)
                 y += (wy * wx)[:, None] * img
 
-    if UP == 1:
-        out_pix = offs_m  # contiguous, so stores coalesce
-    else:
-        out_pix = oy * WO + ox
-    out_ptrs = out_ptr + n.to(tl.int64) * O * HO * WO + offs_n[None, :] * (HO * WO) + out_pix[:, None]
+    out_ptrs = (out_ptr + n.to(tl.int64) * stride_on + (oy * stride_oh + ox * stride_ow)[:, None]
+                + (offs_n * stride_oc)[None, :])
     tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
@@ -505,48 +522,44 @@ def _modconv_weight_grad_kernel(
 # Declarations: tuning spaces and ahead-of-time signatures
 # ----------------------------------------------------------------------------------------------
 
-#: Tuning space of the style-layer GEMM (first = default): wide tiles for the 512-channel low
-#: resolutions, tall narrow tiles for the 32/64-channel high resolutions. Every entry compiles for
-#: sm_80 and sm_90 in fp32 and fp16 without spills under Triton 3.6 and 3.9, with the arguments the
-#: launcher passes (128 x 128 tiles spill on sm_90; under 3.6, fp32 on sm_80 spills at 64 x 128 x 32
-#: with 8 warps, and 8-warp 256-row tiles only fit with 2 stages). The default uses wgmma on sm_90
-#: (BLOCK_M >= 64 per warpgroup; the 32-row entry runs HMMA there).
+#: Tuning space of the style-layer GEMM (first = default). Tiles of 128 pixels per two warpgroups
+#: (wgmma needs 64 rows per warpgroup on sm_90), output-channel widths for the 512-, 64- and
+#: 32-channel layers, and a small tile for the 4x4 to 16x16 layers at batch 1. Every entry compiles
+#: for sm_80 and sm_90 in fp32 and fp16 without spills under Triton 3.6 and 3.9, with the arguments
+#: the launcher passes (shared memory: fp32 stages are twice as large, so 64-deep K tiles keep two).
 MODCONV_CONFIGS = (
-    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 16}, num_warps=4, num_stages=3),
-    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 16}, num_warps=8, num_stages=3),
-    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=4, num_stages=4),
-    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 16}, num_warps=8, num_stages=2),
-    KernelConfig({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=3),
+    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
+    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=2),
+    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=8, num_stages=3),
+    KernelConfig({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
 )
 
 
 def _modconv_launches(up: int):
-    """Example launches (compile gate): a 512-channel layer at 16x16 input, batch 2, as each block
-    launches it -- StyleGAN2 (demodulated, noise, bias, lrelu, with and without ``conv_clamp``,
-    without noise), the revised and StyleGAN1 convs (no demodulation, linear, nothing fused), and an
-    input whose image plane is not contiguous (``FLAT_X`` off)."""
+    """Example launches (compile gate): a 512-channel layer at 16x16 input, batch 2, channels-last as
+    the previous layer leaves it, as each block launches it -- StyleGAN2 (demodulated, noise, bias,
+    lrelu, with and without ``conv_clamp``, without noise) and the revised and StyleGAN1 convs (no
+    demodulation, linear, nothing fused)."""
 
     def launches(dtype: str, device: torch.device) -> dict:
         n, c, res = 2, 512, 16
-        x = torch.randn(n, c, res, res, dtype=torch_dtype(dtype), device=device)
-        x_strided = x.to(memory_format=torch.channels_last)
+        x = torch.randn(n, c, res, res, dtype=torch_dtype(dtype), device=device).to(memory_format=torch.channels_last)
         weight, styles, bias = (torch.randn(c, c, 3, 3, device=device), torch.randn(n, c, device=device),
                                 torch.randn(c, device=device))
         noise = torch.randn(n, 1, res * up, res * up, device=device)
         strength = torch.full([1], 0.1, device=device)
         stylegan2 = dict(bias=bias, noise=noise, noise_strength=strength, act="lrelu", gain=math.sqrt(2))
 
-        def layer(inputs=x, **options):
-            return lambda: modulated_conv2d_triton(inputs, weight, styles, up=up, **options)
+        def layer(**options):
+            return lambda: modulated_conv2d_triton(x, weight, styles, up=up, **options)
 
         return {
             "demod-noise-clamp": layer(**stylegan2, clamp=256.0),
             "demod-noise": layer(**stylegan2),
             "demod-clamp": layer(**{**stylegan2, "noise": None}, clamp=256.0),
             "plain": layer(demodulate=False, act="linear", gain=1.0),
-            "demod-strided-x": layer(x_strided, **stylegan2, clamp=256.0),
         }
 
     return launches
@@ -561,6 +574,24 @@ MODCONV_KERNEL: KernelSpec = declare_kernel(
 MODCONV_UP2_KERNEL: KernelSpec = declare_kernel(
     "modconv2d_up2", _modconv_kernel, MODCONV_CONFIGS, uses_tensor_cores=True, launches=_modconv_launches(2),
     description="modulated 3x3 transposed conv + [1,3,3,1] FIR (polyphase) + demod + noise + bias + act + clamp",
+)
+
+
+#: The prologue is a [N, I] x [I, O] product per layer: one config.
+MODCONV_PROLOGUE_CONFIGS = (KernelConfig({"BLOCK_I": 32, "BLOCK_O": 128}, num_warps=4, num_stages=1),)
+
+
+def _modconv_prologue_launches(dtype: str, device: torch.device) -> dict:
+    """Example launches (compile gate): the prologue of a demodulated 512-channel layer, batch 2, with
+    fp16 pre-normalisation (``fp16``) and without (``fp32``)."""
+    x = torch.randn(2, 512, 8, 8, dtype=torch_dtype(dtype), device=device)
+    weight, styles = torch.randn(512, 512, 3, 3, device=device), torch.randn(2, 512, device=device)
+    return {"demod": lambda: modulation_operands(x, weight, styles)}
+
+
+MODCONV_PROLOGUE_KERNEL: KernelSpec = declare_kernel(
+    "modconv2d_prologue", _modconv_prologue_kernel, MODCONV_PROLOGUE_CONFIGS, launches=_modconv_prologue_launches,
+    description="modulated conv prologue: pre-normalised styles and demodulation coefficients per sample",
 )
 
 
@@ -604,8 +635,11 @@ def check_kernel_device(x: torch.Tensor) -> None:
         raise ValueError(f"x: Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1), got device {x.device}")
 
 
-#: Phase weights per (weight, filter) version.
-_PHASE_CACHE = WeightDerivedCache(size=64)
+#: Largest kernel the style-layer kernel takes (its tap mask holds one bit per tap in 31).
+MAX_KERNEL_SIZE = 5
+
+#: Operands derived from a layer's weight, per weight (and filter) version.
+_WEIGHT_CACHE = WeightDerivedCache(size=128)
 
 
 def _phase_gemm_layout(phase: torch.Tensor) -> torch.Tensor:
@@ -620,8 +654,73 @@ def cached_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor | N
     recomputed only when ``weight`` or ``resample_filter`` change (new tensor, new storage or an
     in-place edit, seen through the version counter).
     """
-    return _PHASE_CACHE.get((weight, resample_filter), "phase",
-                            lambda: _phase_gemm_layout(upsample_phase_weights(weight, resample_filter)))
+    return _WEIGHT_CACHE.get((weight, resample_filter), "phase",
+                             lambda: _phase_gemm_layout(upsample_phase_weights(weight, resample_filter)))
+
+
+def prenormalization_scale(weight: torch.Tensor) -> torch.Tensor:
+    """``c [O] = 1 / (sqrt(I*kh*kw) * max|W[o]|)``: the fp16 pre-normalisation of the weight (fp32)."""
+    w = weight.float()
+    return 1 / (math.sqrt(w[0].numel()) * w.abs().amax(dim=[1, 2, 3]))
+
+
+def cached_gemm_weight(weight: torch.Tensor, up: int, resample_filter: torch.Tensor | None,
+                       dtype: torch.dtype, prenorm: bool) -> torch.Tensor:
+    """The kernel's B operand ``Wg [phases, kh*kw, I, O]`` in ``dtype``, contiguous (K-major rows, ``O``
+    along the row), per weight version.
+
+    ``Wg[0, ky*kw + kx, i, o] = c[o] W[o, i, ky, kx]`` for ``up = 1``; for ``up = 2`` the four phase
+    weights ``P[ry, rx, o, i, a, b]`` of :func:`upsample_phase_weights` at ``phase = 2 ry + rx``,
+    ``tap = 3 a + b``, times ``c[o]``. ``c`` is :func:`prenormalization_scale` when ``prenorm``, else 1:
+    the product is rounded to ``dtype`` once, as NVlabs rounds its pre-normalised fp16 weight.
+    """
+    def compute() -> torch.Tensor:
+        if up == 1:
+            gemm = weight.float().permute(2, 3, 1, 0).reshape(1, -1, weight.shape[1], weight.shape[0])
+        else:
+            gemm = cached_phase_weights(weight, resample_filter).permute(0, 3, 4, 2, 1).reshape(
+                4, 9, weight.shape[1], weight.shape[0])
+        if prenorm:
+            gemm = gemm * prenormalization_scale(weight)
+        return gemm.to(dtype).contiguous()
+
+    return _WEIGHT_CACHE.get((weight, resample_filter if up == 2 else None), ("gemm", up, dtype, prenorm), compute)
+
+
+def cached_demod_gram(weight: torch.Tensor, prenorm: bool) -> torch.Tensor:
+    """``Q'^T [I, O]`` fp32 contiguous, ``Q'[o, i] = c[o]^2 sum_k W[o, i, k]^2`` (``c`` as in
+    :func:`cached_gemm_weight`), per weight version: demodulation needs only this and the styles."""
+    def compute() -> torch.Tensor:
+        q = weight.float().square().flatten(2).sum(-1)
+        if prenorm:
+            q = q * prenormalization_scale(weight)[:, None].square()
+        return q.transpose(0, 1).contiguous()
+
+    return _WEIGHT_CACHE.get((weight,), ("gram", prenorm), compute)
+
+
+def modulation_operands(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                        config: KernelConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s', d)`` of a demodulated layer on ``x``'s dtype, from one launch of the prologue kernel.
+
+    ``s' [N, I]`` in ``x``'s dtype (rounded once, as NVlabs rounds the styles it multiplies ``x`` by):
+    ``s / max_i |s[n, i]|`` for fp16 ``x`` (NVlabs' pre-normalisation), else ``s``.
+    ``d [N, O]`` fp32: ``rsqrt(sum_i s'^2 Q'[o, i] + eps)`` with ``Q'`` from :func:`cached_demod_gram`.
+    """
+    prenorm = x.dtype == torch.float16
+    batch, in_channels = styles.shape
+    out_channels = weight.shape[0]
+    gram = cached_demod_gram(weight, prenorm)
+    s_mod = torch.empty(batch, in_channels, dtype=x.dtype, device=x.device)
+    d = torch.empty(batch, out_channels, dtype=torch.float32, device=x.device)
+    config = config or launch_config(MODCONV_PROLOGUE_KERNEL, (("dtype", triton_dtype(x.dtype)),
+                                                              ("cin", in_channels), ("cout", out_channels)))
+    grid = (batch, triton.cdiv(out_channels, config.meta["BLOCK_O"]))
+    _modconv_prologue_kernel[grid](
+        styles, gram, s_mod, d, in_channels, out_channels, *styles.stride(), PRENORM=prenorm,
+        num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,
+    )
+    return s_mod, d
 
 
 def broadcast_noise(noise: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
@@ -651,8 +750,13 @@ def launch_modconv(
     resample_filter: torch.Tensor | None,
     out_dtype: torch.dtype,
     config: KernelConfig | None,
+    channels_last: bool = True,
 ) -> torch.Tensor:
-    """Validate, lay out and launch ``_modconv_kernel`` (shared by the style layer and ToRGB)."""
+    """Validate, lay out and launch ``_modconv_kernel`` (shared by the style layer and ToRGB).
+
+    ``x`` is read channels-last (copied once if it is not); the output is channels-last when
+    ``channels_last`` (the style layers, whose output the next layer reads), else contiguous NCHW.
+    """
     check_modconv_args(x, weight, styles)
     check_kernel_input(x, "x")
     check_kernel_device(x)
@@ -661,19 +765,15 @@ def launch_modconv(
     dtype = triton_dtype(x.dtype)
     batch, in_channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
-    if kh != kw or kh % 2 == 0:
-        raise ValueError(f"weight: expected a square odd kernel, got shape {list(weight.shape)}")
-    if up == 1:
-        phase_weight, phase_strides = weight, (0, *weight.stride())
-    elif up == 2:
-        phase_weight = cached_phase_weights(weight, resample_filter)
-        phase_strides = phase_weight.stride()
-    else:
+    if kh != kw or kh % 2 == 0 or kh > MAX_KERNEL_SIZE:
+        raise ValueError(f"weight: expected a square odd kernel of at most {MAX_KERNEL_SIZE}x{MAX_KERNEL_SIZE}, "
+                         f"got shape {list(weight.shape)}")
+    if up not in (1, 2):
         raise ValueError(f"up={up!r}: expected 1 or 2")
+    if up == 2 and kh != 3:
+        raise ValueError(f"weight: up=2 needs a [O, I, 3, 3] weight, got shape {list(weight.shape)}")
     if bias is not None and list(bias.shape) != [out_channels]:
         raise ValueError(f"bias: expected shape [{out_channels}], got {list(bias.shape)}")
-
-    out = torch.empty([batch, out_channels, height * up, width * up], dtype=out_dtype, device=x.device)
     if noise is not None:
         noise = broadcast_noise(noise, batch, height * up, width * up)
         if noise_strength is None:
@@ -686,26 +786,37 @@ def launch_modconv(
             raise ValueError(f"img: expected shape {expected} (half of x's even size, up=1), "
                              f"got {list(skip.shape)} for x {list(x.shape)}, up={up}")
 
+    prenorm = demodulate and x.dtype == torch.float16
+    x = x.contiguous(memory_format=torch.channels_last)
+    gemm_weight = cached_gemm_weight(weight, up, resample_filter, x.dtype, prenorm)
+    if demodulate:
+        styles, d = modulation_operands(x, weight, styles)
+    else:
+        d = gemm_weight  # not read
+    out = torch.empty([batch, out_channels, height * up, width * up], dtype=out_dtype, device=x.device,
+                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
     config = config or launch_config(spec, (("dtype", dtype), ("batch", batch), ("spatial", height * width),
                                           ("cin", in_channels), ("cout", out_channels), ("k", kh), ("up", up)))
     block_m, block_n = config.meta["BLOCK_M"], config.meta["BLOCK_N"]
     grid = (triton.cdiv(height * width, block_m) * triton.cdiv(out_channels, block_n), up * up, batch)
     _modconv_kernel[grid](
-        x, weight, phase_weight, styles,
+        x, gemm_weight, styles, d,
         out if bias is None else bias,
         out if noise is None else noise,
         out if noise is None else noise_strength,
         out if skip is None else skip,
         out,
         height, width, in_channels, out_channels,
-        *x.stride(), *weight.stride(), *phase_strides, *styles.stride(),
+        *x.stride(), *gemm_weight.stride()[:3], *styles.stride(), d.stride(0),
         *((0, 0, 0) if noise is None else noise.stride()),
         *((0, 0, 0, 0) if skip is None else skip.stride()),
-        1.0 / math.sqrt(in_channels * kh * kw), alpha, gain, -1.0 if clamp is None else float(clamp),
-        UP=up, KH=kh, KW=kw, DEMOD=demodulate, PRENORM=demodulate and x.dtype == torch.float16,
+        *out.stride(),
+        alpha, gain, -1.0 if clamp is None else float(clamp),
+        UP=up, KH=kh, KW=kw, DEMOD=demodulate,
         HAS_NOISE=noise is not None, HAS_BIAS=bias is not None, ACT=ACTIVATIONS[act].kernel_code,
         USE_CLAMP=clamp is not None and clamp >= 0, SKIP=skip is not None,
-        FLAT_X=(width == 1 or x.stride(3) == 1) and (height == 1 or x.stride(2) == width),
+        EVEN_K=in_channels % config.meta["BLOCK_K"] == 0, EVEN_N=out_channels % block_n == 0,
         num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,
     )
     return out
@@ -798,7 +909,8 @@ def _modulated_conv2d_op(
 @_modulated_conv2d_op.register_fake
 def _(x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp):
     check_modconv_args(x, weight, styles)
-    return x.new_empty([x.shape[0], weight.shape[0], x.shape[2] * up, x.shape[3] * up])
+    return torch.empty([x.shape[0], weight.shape[0], x.shape[2] * up, x.shape[3] * up], dtype=x.dtype,
+                       device=x.device, memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("sgtriton::modconv_weight_grad", mutates_args=())

@@ -70,10 +70,11 @@ TORGB_CONFIGS = (
 
 
 def _torgb_launches(dtype: str, device: torch.device) -> dict:
-    """Example launches (compile gate): ToRGB of a 512-channel 32x32 layer, batch 2, adding the
+    """Example launches (compile gate): ToRGB of a 512-channel 32x32 layer (channels-last, as the
+    style layer leaves it), batch 2, adding the
     previous 16x16 image (every block but the first), without it (the first block), and without clamp."""
     n, c, res = 2, 512, 32
-    x = torch.randn(n, c, res, res, dtype=torch_dtype(dtype), device=device)
+    x = torch.randn(n, c, res, res, dtype=torch_dtype(dtype), device=device).to(memory_format=torch.channels_last)
     weight, styles, bias = (torch.randn(3, c, 1, 1, device=device), torch.randn(n, c, device=device),
                             torch.randn(3, device=device))
     img = torch.randn(n, 3, res // 2, res // 2, dtype=image_dtype(x.dtype), device=device)
@@ -103,7 +104,7 @@ def torgb_triton(
     if weight.ndim != 4 or weight.shape[2:] != (1, 1):
         raise ValueError(f"weight: expected [O, I, 1, 1], got shape {list(weight.shape)}")
     return launch_modconv(TORGB_KERNEL, x, weight, styles, bias, None, None, img, 1, False, "linear", 0.0, 1.0,
-                          clamp, None, image_dtype(x.dtype), config)
+                          clamp, None, image_dtype(x.dtype), config, channels_last=False)
 
 
 @torch.library.custom_op("sgtriton::torgb", mutates_args=())
