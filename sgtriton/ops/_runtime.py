@@ -116,10 +116,17 @@ class KernelSpec:
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     launches: ExampleLaunches | None = None
+    #: ``shape_default(key) -> config`` (one of ``configs``): the untuned choice for a shape key, when
+    #: one tile cannot fit every layer; ``None`` means :attr:`default_config` everywhere.
+    shape_default: Callable[[Hashable], KernelConfig] | None = None
 
     @property
     def default_config(self) -> KernelConfig:
         return self.configs[0]
+
+    def untuned_config(self, key: Hashable) -> KernelConfig:
+        """The config a launch with shape ``key`` gets when no tuning table or cache answers."""
+        return self.default_config if self.shape_default is None else self.shape_default(key)
 
 
 KERNELS: dict[str, KernelSpec] = {}
@@ -139,6 +146,7 @@ def declare_kernel(
     uses_tensor_cores: bool = False,
     description: str = "",
     launches: ExampleLaunches | None = None,
+    shape_default: Callable[[Hashable], KernelConfig] | None = None,
 ) -> KernelSpec:
     """Declare ``fn`` under ``name`` (once) with its tuning space and example launches; returns the spec.
 
@@ -150,7 +158,7 @@ def declare_kernel(
     if name in KERNELS and KERNELS[name].fn is not fn:
         raise ValueError(f"name={name!r}: a different kernel is already declared under this name")
     spec = KernelSpec(name, fn, tuple(configs), aot_signature, dtypes, uses_tensor_cores, description,
-                      launches=launches)
+                      launches=launches, shape_default=shape_default)
     KERNELS[name] = spec
     return spec
 
@@ -184,7 +192,7 @@ def launch_config(spec: KernelSpec, key: Hashable) -> KernelConfig:
         chosen = _config_selector(spec, key)
         if chosen is not None:
             return chosen
-    return spec.default_config
+    return spec.untuned_config(key)
 
 
 def jit_function(fn: Any) -> Any:

@@ -25,43 +25,49 @@ The style layer (NVlabs ``SynthesisLayer``) adds the epilogue::
     y = clamp(act(d * conv(x * s, W) + strength * noise + bias, alpha) * gain, -clamp, +clamp)
 
 :func:`modulated_conv2d_layer` computes it with ``impl='ref'`` (:func:`modulated_conv2d_ref` then
-``bias_act_ref``, exactly as NVlabs) or ``impl='triton'``: one implicit-GEMM kernel launch per layer.
+``bias_act_ref``, exactly as NVlabs) or ``impl='triton'``: one implicit-GEMM kernel launch per layer
+(after a small prologue launch when it demodulates).
 
-**The kernel.** Per sample ``n`` the conv is a GEMM ``[pixels, I*kh*kw] x [I*kh*kw, O]`` whose A
-operand is gathered from ``x`` (implicit im2col, zero padding by masks). The style is applied to the
-*weight tile* in the prologue: the B tile ``W[o, i, k]`` (fp32) is multiplied by ``s[n, i]`` before
-it is rounded to the dot's input dtype. Scaling the weight rather than ``x`` costs one multiply per
-weight element of a tile instead of per activation element (``BLOCK_N`` vs ``BLOCK_M`` per channel
-step), and in fp16 it rounds each B element once (``fp16(W * s)``, NVlabs' fused-path operand) while
-``x`` is used as stored; scaling ``x`` would round every activation a second time. Before the GEMM,
-each program computes its ``BLOCK_N`` demodulation coefficients from the weight slab it is about to
-read (``sum (W * s)^2`` over the flattened ``(i, tap)`` axis), so no coefficient kernel runs and no
-``[N, O, I, kh, kw]`` tensor exists; that pass repeats per pixel block, costing about as many
-multiplies as the B-tile modulation. Noise, bias, activation, gain and clamp run on the fp32
-accumulator before the single store: one launch per layer.
+**The kernels.** Per sample ``n`` the conv is a GEMM ``[pixels, I*kh*kw] x [I*kh*kw, O]`` whose A
+operand is gathered from ``x`` (implicit im2col, zero padding by masks). It is built to keep the
+tensor cores busy rather than the instruction issue:
+
+* *Demodulation outside the GEMM loop.* ``Q'[o, i] = c[o]^2 sum_k W[o, i, k]^2`` is cached per weight
+  version (:func:`cached_demod_gram`), and a small prologue kernel per layer
+  (:func:`modulation_operands`, ``_modconv_prologue_kernel``) computes ``d = rsqrt(s'^2 Q'^T + eps)``
+  and the styles ``s'`` the GEMM multiplies by. The GEMM's epilogue multiplies by ``d``.
+* *Shared weights, laid out K-major.* The B operand is the layer weight (fp16: pre-normalised by
+  ``c``, rounded once) stored ``[phase, tap, I, O]`` per weight version (:func:`cached_gemm_weight`),
+  so weight tiles are contiguous rows along ``O``.
+* *Channels-last activations, modulated in registers.* ``x`` is read NHWC, so an A tile
+  ``[pixels, channels]`` is contiguous along channels for every tap: 16-byte asynchronous copies,
+  software-pipelined with the weight tiles. The style scales the A tile in registers (``x * s'``,
+  NVlabs' non-fused formulation: in fp16 the product is rounded once, as NVlabs rounds it), and the
+  tensor cores (wgmma on sm_90) read A from there. The output is written channels-last, for the next
+  layer.
+* *A lean main loop.* The tap, its pixel offset and the channel offset are carried across
+  iterations (no division per step); which taps of a pixel read inside the image is one bit per
+  tap computed before the loop; ``EVEN_K`` / ``EVEN_N`` drop the masks of full tiles. On sm_90 the
+  fp16 default tile (128 x 128 x 32, 8 warps) issues about 118 instructions per warp per K-step
+  against 256 cycles of wgmma per SM: bound by the tensor cores, not by the issue.
+
+Noise, bias, activation, gain and clamp run on the fp32 accumulator before the single store.
 
 fp32 dots use ``input_precision="tf32x3"``: three TF32 tensor-core products (``hi*hi + hi*lo +
 lo*hi``), about 1e-6 relative per product, inside the fp32 tolerance row, at tensor-core speed.
-``"ieee"`` (CUDA-core FMA) spills registers at every useful tile size of this kernel, and plain
-``"tf32"`` (1e-3) would not match NVlabs' fp32 numerics. The interpreter computes fp32 dots exactly.
-
-fp16 pre-normalisation in the kernel (NVlabs semantics): the styles are divided by their per-sample
-max-abs ``s' = s / max|s[n]|`` and the weight by ``c[o] = 1 / (sqrt(I*kh*kw) * max|W[o]|)``, both
-while they scale the weight tile, so the fp16 operand is NVlabs' ``fp16(c W s')`` (at most
-``1/sqrt(I*kh*kw)`` in magnitude) and ``d = rsqrt(c^2 sum (W s')^2 + eps)`` is computed from the
-pre-normalised values, eps included; ``max|W[o]|`` comes from the demodulation pass.
+``"ieee"`` (CUDA-core FMA) is an order of magnitude slower, and plain ``"tf32"`` (1e-3) would not
+match NVlabs' fp32 numerics. The interpreter computes fp32 dots exactly.
 
 **up = 2** (StyleGAN2 conv0: stride-2 transposed conv with the unflipped weight, then the 4x4 FIR
 with padding 1 and gain 4). Both steps are linear and act per output pixel parity, so for output
 pixel ``(2*my + ry, 2*mx + rx)`` the layer is a plain 3x3 cross-correlation of ``x`` (padding 1)
 with a *phase weight* ``P[ry, rx]`` (:func:`upsample_phase_weights`; for a separable filter such as
 ``[1,3,3,1]``, ``P[ry, rx] = G_ry W G_rx^T`` with 3x3 matrices ``G_r`` built from its taps). The
-kernel runs one GEMM per phase (a grid axis), reads the phase weights for the GEMM and the original
-``W`` for the demodulation statistics, and needs no intermediate ``[2H+1, 2W+1]`` tensor. The price
-is 4x the multiply-adds of the transposed conv (each phase is a full 3x3 conv on the input grid); in
-exchange there is one launch and no intermediate traffic. The phase weights depend on the weight
-only, so the launcher computes them once per weight version and caches them
-(:func:`cached_phase_weights`).
+kernel runs one GEMM per phase (a grid axis) on the phase weights, and needs no intermediate
+``[2H+1, 2W+1]`` tensor; each phase writes whole channel rows of its pixels (channels-last), so the
+stores stay contiguous. The price is 4x the multiply-adds of the transposed conv (each phase is a
+full 3x3 conv on the input grid); in exchange there is one launch and no intermediate traffic. The
+phase weights depend on the weight only and are cached with it.
 
 **The weight gradient** (backward, see section *Backward*) is an implicit GEMM shaped like the
 forward: per kernel tap, ``dW'[:, :, tap] = g^T [O, N*H*W] x shift_tap(x s') [N*H*W, I]``, the
@@ -565,14 +571,32 @@ def _modconv_launches(up: int):
     return launches
 
 
+def _modconv_shape_default(key) -> KernelConfig:
+    """The untuned tile for a layer (shape key of :func:`launch_modconv`): the output-channel width
+    that wastes least of the tile (``O`` = 32 at 1024x1024, 64 at 512x512, 128 and more below), tall
+    tiles for large images, and the 64 x 64 tile for the 4x4 and 8x8 layers, which have too few
+    pixels to fill 128 rows and need more programs to spread over the GPU."""
+    shape = dict(key)
+    pixels, out_channels = shape["spatial"], shape["cout"]
+    if out_channels <= 32:
+        tile = (256, 32) if pixels >= 4096 else (128, 32)
+    elif out_channels <= 64 or pixels < 128:
+        tile = (128, 64) if pixels >= 128 else (64, 64)
+    else:
+        tile = (128, 128)
+    return next(c for c in MODCONV_CONFIGS if (c.meta["BLOCK_M"], c.meta["BLOCK_N"]) == tile)
+
+
 #: One kernel source, two declared specialisations: ``UP`` changes the grid, the weight operand
 #: and the store pattern, so each gets its own compile-gate entry and tuned configs.
 MODCONV_KERNEL: KernelSpec = declare_kernel(
     "modconv2d", _modconv_kernel, MODCONV_CONFIGS, uses_tensor_cores=True, launches=_modconv_launches(1),
+    shape_default=_modconv_shape_default,
     description="modulated conv (k x k, up=1) + demod + noise + bias + act + clamp, one implicit GEMM",
 )
 MODCONV_UP2_KERNEL: KernelSpec = declare_kernel(
     "modconv2d_up2", _modconv_kernel, MODCONV_CONFIGS, uses_tensor_cores=True, launches=_modconv_launches(2),
+    shape_default=_modconv_shape_default,
     description="modulated 3x3 transposed conv + [1,3,3,1] FIR (polyphase) + demod + noise + bias + act + clamp",
 )
 

@@ -17,8 +17,9 @@ float32 (the image path is float32 in NVlabs even for fp16 blocks; float64 stays
 
 The kernel is the ``SKIP`` specialisation of the modulated-conv kernel in
 :mod:`sgtriton.ops.modconv` (``KH = KW = 1``, no demodulation, linear activation): the 1x1 conv is
-a ``[pixels, I] x [I, O]`` GEMM with the style applied to the weight tile, and the epilogue adds
-the bias, clamps, and adds the bilinear 2x2 gather of the previous image before one float32 store.
+a ``[pixels, I] x [I, O]`` GEMM reading ``x`` channels-last (as the style layer leaves it) with the
+style applied to the activation tile, and the epilogue adds the bias, clamps, and adds the bilinear
+2x2 gather of the previous image before one float32 store (the image stays NCHW).
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def _torgb_backward(ctx, grad):
     dstyles = (x.float() * u).sum(dim=[2, 3]).to(styles.dtype) if needs[2] else None
     dweight = None
     if needs[1]:
-        dweight = torch.einsum("nohw,nihw->oi", gf, x.float() * s[:, :, None, None])
+        dweight = torch.ops.sgtriton.modconv_weight_grad(x.float() * s[:, :, None, None], gf, 1)
         dweight = dweight.reshape(weight.shape).to(weight.dtype)
     return dx, dweight, dstyles, dbias, dimg, None
 

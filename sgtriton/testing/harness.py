@@ -86,14 +86,15 @@ def layer_kernels(block: str, kind: str, up: int, block_kwargs: dict[str, Any]) 
 
 def tile_crossing_sizes(kernels: list[str]) -> dict[str, tuple[int, ...]]:
     """Per layer size (:data:`TILE_AXES`), the :func:`tile_boundaries` of every tile the kernels'
-    launched (default) configs declare for it."""
+    configs declare for it (a launch may get any of them: tuned, or chosen by shape)."""
     from sgtriton.ops._runtime import KERNELS
 
     sizes: dict[str, set[int]] = {}
     for name in kernels:
-        for meta, block in KERNELS[name].default_config.meta.items():
-            if meta in TILE_AXES:
-                sizes.setdefault(TILE_AXES[meta], set()).update(tile_boundaries(block))
+        for config in KERNELS[name].configs:
+            for meta, block in config.meta.items():
+                if meta in TILE_AXES:
+                    sizes.setdefault(TILE_AXES[meta], set()).update(tile_boundaries(block))
     return {axis: tuple(sorted(values)) for axis, values in sizes.items()}
 
 
