@@ -63,6 +63,7 @@ import click
 
 from sgtriton.files import atomic_write
 from sgtriton.inspection.launches import Specialisation, capture_launch, example_launches, specialise
+from sgtriton.inspection.sass import sass_stats
 from sgtriton.ops._runtime import (
     KERNELS,
     SHARED_MEMORY_BY_CAPABILITY,
@@ -232,6 +233,8 @@ class CompileResult:
     shared_bytes: int | None = None
     static_shared_bytes: int | None = None
     mma_ops: tuple[str, ...] = ()
+    #: :class:`~sgtriton.inspection.sass.SassStats` as JSON (loops, main-loop counts), when cuobjdump ran.
+    sass: dict[str, Any] | None = None
     compile_seconds: float = 0.0
     error: str | None = None
     cached: bool = False
@@ -383,6 +386,7 @@ def _read_cubin(compiled: Any, result: CompileResult) -> None:
         result.stack_bytes = usage.get("STACK")
         result.static_shared_bytes = usage.get("SHARED")
         result.mma_ops = tensor_core_instructions(dump)
+        result.sass = sass_stats(dump).to_json()
     else:
         result.notes.append("no cuobjdump resource usage: tensor cores judged from PTX")
         result.mma_ops = ptx_tensor_core_instructions(compiled.asm.get("ptx", ""))
@@ -587,24 +591,37 @@ def run_compile_gate(
     for result in results:
         report(result)
 
+    done = compile_jobs(jobs, workers, use_cache, cache_dir, report)
+    return results + [done[job.key] for job in jobs]
+
+
+def compile_jobs(jobs: Sequence[CompileJob], workers: int | None = None, use_cache: bool = True,
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 on_result: Callable[[CompileResult], None] | None = None,
+                 need_sass: bool = False) -> dict[str, CompileResult]:
+    """``{job.key: result}`` for ``jobs``: from the on-disk cache, else compiled in worker processes
+    (and cached). ``need_sass`` recompiles cached results that lack SASS statistics."""
+    report = on_result or (lambda result: None)
     folder = aot_cache_dir(cache_dir)
     done: dict[str, CompileResult] = {}
-    missing: list[CompileJob] = []
+    missing: dict[str, CompileJob] = {}
     for job in jobs:
+        if job.key in done or job.key in missing:
+            continue
         hit = _cache_read(folder, job.key) if use_cache else None
-        if hit is None:
-            missing.append(job)
+        if hit is None or (need_sass and hit.error is None and hit.sass is None):
+            missing[job.key] = job
         else:
             done[job.key] = hit
             report(hit)
     if missing:
         count = max(1, min(workers or MAX_WORKERS, MAX_WORKERS, os.cpu_count() or 1, len(missing)))
-        compiled = _compile_in_workers(missing, count, report)
+        compiled = _compile_in_workers(list(missing.values()), count, report)
         for key, result in compiled.items():
             if result.cacheable:
                 _cache_write(folder, key, result)
         done.update(compiled)
-    return results + [done[job.key] for job in jobs]
+    return done
 
 
 # --------------------------------------------------------------------------------------------
