@@ -47,8 +47,6 @@ SHARED_ALLOCATION_UNIT = 128
 SHARED_RESERVED_PER_CTA = 1024
 #: Host-side cost of one kernel launch, *assumed* (not measured here): reported, never added.
 LAUNCH_OVERHEAD_S = 4e-6
-#: ``--device`` names -> the :data:`DEVICE_PEAKS` entry.
-DEVICES = {"h200": "H200", "h100": "H100", "a100": "A100"}
 #: Targets the model compiles for (compute capability) and the default device of each.
 TARGET_DEVICES = {90: "h200", 80: "a100"}
 #: The style convs the issue's acceptance totals: 3x3 kernels at these resolutions.
@@ -56,11 +54,11 @@ STYLE_CONV_RESOLUTIONS = (32, 512)
 
 
 def device_by_name(name: str) -> DevicePeak:
-    """``'h200'`` -> its :data:`DEVICE_PEAKS` entry."""
-    key = DEVICES.get(name.lower())
-    if key is None:
-        raise ValueError(f"device={name!r}: expected one of {sorted(DEVICES)}")
-    return next(peak for peak in DEVICE_PEAKS if peak.name == key)
+    """``'h200'`` -> the :data:`DEVICE_PEAKS` entry of that name."""
+    for peak in DEVICE_PEAKS:
+        if peak.name.lower() == name.lower():
+            return peak
+    raise ValueError(f"device={name!r}: expected one of {sorted(peak.name.lower() for peak in DEVICE_PEAKS)}")
 
 
 @dataclass(frozen=True)
@@ -437,5 +435,5 @@ def measure_launches(result: GeneratorModel) -> None:
         layer.measured_s = triton.testing.do_bench(run) * 1e-3
 
 
-__all__ = ["DEVICES", "GeneratorModel", "LaunchModel", "Occupancy", "compile_launches", "format_model",
+__all__ = ["GeneratorModel", "LaunchModel", "Occupancy", "compile_launches", "format_model",
            "measure_launches", "model_generator_launches", "model_json", "model_launch", "occupancy", "total"]
