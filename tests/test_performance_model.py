@@ -26,6 +26,7 @@ from sgtriton.inspection.launches import CapturedLaunch, capture_launch, example
 from sgtriton.inspection.model import (
     CompiledKernel,
     LaunchModel,
+    fill_captured_tensors,
     model_json,
     model_launch,
     occupancy,
@@ -293,7 +294,7 @@ def test_model_json_for_stylegan2_f_at_64():
                                                   "--batch", "2", "--dtype", "fp16", "--target", "sm_90", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert set(data) >= {"layers", "totals"}
+    assert set(data) == {"layers", "totals"}
     layers = data["layers"]
     required = {"name", "kind", "resolution", "kernel", "config", "modelled_us", "roofline_us"}
     assert all(required <= set(layer) for layer in layers)
@@ -324,4 +325,13 @@ def test_model_json_of_a_generator_model_has_the_documented_schema():
     data = model_json(GeneratorModel("stylegan2-f", 8, 2, "fp16", 90, H200, [layer], {}))
     assert list(data["layers"][0])[:7] == ["name", "kind", "resolution", "kernel", "config", "modelled_us",
                                            "roofline_us"]
-    assert set(data["totals"]) == {"all", "style_convs_32_512", "synthesis", "mapping"}
+    assert set(data) == {"layers", "totals"}
+    assert set(data["totals"]) == {"all", "style_convs_32_512", "synthesis", "mapping", "setup"}
+    assert data["totals"]["setup"]["device"] == "H200"
+
+
+def test_measure_fills_each_captured_storage_once_with_finite_values():
+    out = torch.empty(4, 8)
+    values = [out, out[1:], torch.empty(3, dtype=torch.float16), torch.zeros(2, dtype=torch.int64), None, 2.0]
+    assert fill_captured_tensors(values) == 2
+    assert torch.isfinite(out).all() and (out >= 0.2).all() and (values[2].float() <= 0.8).all()

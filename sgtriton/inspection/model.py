@@ -336,17 +336,17 @@ def layer_json(layer: LaunchModel) -> dict[str, Any]:
 
 
 def model_json(result: GeneratorModel) -> dict[str, Any]:
-    """``{"layers": [...], "totals": {...}}`` plus what the model was built from (``"setup"``)."""
-    return {
-        "layers": [layer_json(layer) for layer in result.layers],
-        "totals": {name: total([layer for layer in result.layers if keep(layer)]) for name, keep in TOTALS.items()},
-        "setup": {"preset": result.preset, "resolution": result.resolution, "batch": result.batch,
-                  "dtype": result.dtype, "target": f"sm_{result.target}", "device": result.device.name,
-                  "clock_hz": result.device.clock_hz, "sms": result.device.sms,
-                  "peak_flops": result.device.flops, "bandwidth": result.device.bandwidth,
-                  "copy_bandwidth": result.device.copy_bandwidth, "launch_overhead_s": LAUNCH_OVERHEAD_S,
-                  "seconds": result.seconds},
-    }
+    """``{"layers": [...], "totals": {...}}``: one entry per launch, a sum per :data:`TOTALS` subset, and
+    ``totals["setup"]``, what the model was built from (generator, device figures, seconds taken)."""
+    totals: dict[str, Any] = {name: total([layer for layer in result.layers if keep(layer)])
+                              for name, keep in TOTALS.items()}
+    totals["setup"] = {"preset": result.preset, "resolution": result.resolution, "batch": result.batch,
+                       "dtype": result.dtype, "target": f"sm_{result.target}", "device": result.device.name,
+                       "clock_hz": result.device.clock_hz, "sms": result.device.sms,
+                       "peak_flops": result.device.flops, "bandwidth": result.device.bandwidth,
+                       "copy_bandwidth": result.device.copy_bandwidth, "launch_overhead_s": LAUNCH_OVERHEAD_S,
+                       "seconds": result.seconds}
+    return {"layers": [layer_json(layer) for layer in result.layers], "totals": totals}
 
 
 _COLUMNS = ("layer", "kind", "res", "kernel", "config", "grid", "progs", "instr/it", "mma/it", "loads (loop)",
@@ -414,16 +414,8 @@ def measure_launches(result: GeneratorModel) -> None:
     if not torch.cuda.is_available():
         raise RuntimeError("--measure needs a CUDA device; none is available (torch.cuda.is_available() "
                            "is False)")
-    filled: set[int] = set()
-    for layer in result.layers:
-        for value in (*layer.launch.launch.args, *layer.launch.launch.kwargs.values()):
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                key = value.untyped_storage().data_ptr()
-                if key not in filled:
-                    filled.add(key)
-                    storage = torch.empty(0, dtype=value.dtype, device=value.device).set_(
-                        value.untyped_storage(), 0, (value.untyped_storage().nbytes() // value.element_size(),))
-                    storage.normal_().mul_(0.1).add_(0.5)
+    fill_captured_tensors([value for layer in result.layers
+                           for value in (*layer.launch.launch.args, *layer.launch.launch.kwargs.values())])
     for layer in result.layers:
         item = layer.launch
         kernel = item.spec.fn
@@ -433,6 +425,25 @@ def measure_launches(result: GeneratorModel) -> None:
             kernel[grid](*item.launch.args, **item.launch.kwargs)
 
         layer.measured_s = triton.testing.do_bench(run) * 1e-3
+
+
+def fill_captured_tensors(values: Sequence[Any]) -> int:
+    """Fill the storage behind every floating-point tensor in ``values`` once with values in about
+    ``[0.2, 0.8]`` (positive: styles and max-abs scales stay finite); returns the storages filled."""
+    import torch
+
+    filled: set[int] = set()
+    for value in values:
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        storage = value.untyped_storage()
+        if storage.data_ptr() in filled:
+            continue
+        filled.add(storage.data_ptr())
+        flat = torch.empty(0, dtype=value.dtype, device=value.device)
+        flat.set_(storage, 0, (storage.nbytes() // value.element_size(),))
+        flat.uniform_(0.2, 0.8)
+    return len(filled)
 
 
 __all__ = ["GeneratorModel", "LaunchModel", "Occupancy", "compile_launches", "format_model",
