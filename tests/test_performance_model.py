@@ -176,6 +176,11 @@ def test_model_of_a_hand_made_launch():
     # A small grid: 8 programs put one CTA on 8 SMs, so the wave lasts one CTA's time.
     small = model_launch(launch, Work("fc", 8, 10, 0, 0, 0, other_trips=5), compiled, H200)
     assert small.waves == 1 and small.compute_s == pytest.approx(max(issue, n, mma) / 1.83e9)
+    # One warp alone cannot use four schedulers: it issues at most one instruction per clock.
+    one_warp = CompiledKernel(registers=32, spills=0, shared_bytes=0, num_warps=1, sass=SassStats(
+        instructions=400, outside_instructions=400))
+    lone = model_launch(launch, Work("fc", 8, 0, 0, 0, 0), one_warp, H200)
+    assert lone.issue_cycles == 100 and lone.compute_s == pytest.approx(400 / 1.83e9)
 
 
 def test_totals_are_sums():
