@@ -35,7 +35,9 @@ the ``@triton.jit`` helpers it calls), config, signature, dtype, target and Trit
 
 ``sgtriton kernels`` lists the declared kernels; ``sgtriton kernels --report`` runs the gate
 (:data:`kernels_command`): by default every variant and config; ``--default-config`` and
-``--default-variant`` narrow it to what the CI test compiles.
+``--default-variant`` narrow it to what the CI test compiles. ``sgtriton kernels --model`` compiles
+the launches one generator forward makes instead, through the same jobs and cache
+(:func:`compile_jobs`), and models their time (:mod:`sgtriton.inspection.model`).
 """
 
 from __future__ import annotations
