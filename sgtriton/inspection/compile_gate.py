@@ -846,7 +846,7 @@ def _model_command(targets: tuple[int, ...] | None, json_path: Path | None, no_c
         try:
             result = performance.model_generator_launches(
                 preset, resolution, batch, dtype, target[0], device, num_fp16_res, use_cache=not no_cache,
-                on_result=lambda compiled: bar.update())
+                on_result=lambda compiled: bar.update(), workers=jobs)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     if measure:

@@ -247,7 +247,8 @@ class GeneratorModel:
 
 def model_generator_launches(preset: str, resolution: int, batch: int, dtype: str, target: int = 90,
                              device: str | None = None, num_fp16_res: int | None = None, use_cache: bool = True,
-                             on_result: Callable[[Any], None] | None = None) -> GeneratorModel:
+                             on_result: Callable[[Any], None] | None = None,
+                             workers: int | None = None) -> GeneratorModel:
     """Capture, compile and model every launch of ``preset`` at ``resolution``, ``batch``, ``dtype``."""
     import torch
 
@@ -263,7 +264,7 @@ def model_generator_launches(preset: str, resolution: int, batch: int, dtype: st
         G = G.to("cuda")
     launches = capture_generator(G, batch, dtype, target)
     captured = time.perf_counter()
-    compiled = compile_launches(launches, target, use_cache, on_result=on_result)
+    compiled = compile_launches(launches, target, use_cache, workers, on_result)
     done = time.perf_counter()
     layers = [model_launch(item, launch_work(item.spec, item.launch), kernel, peak)
               for item, kernel in zip(launches, compiled, strict=True)]
