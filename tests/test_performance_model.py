@@ -335,6 +335,29 @@ def test_model_json_of_a_generator_model_has_the_documented_schema():
     assert data["totals"]["setup"]["device"] == "H200"
 
 
+def test_measure_relaunches_each_captured_kernel_with_its_arguments(monkeypatch):
+    import math
+
+    import triton
+
+    from sgtriton.inspection.model import GeneratorModel, measure_launches
+    from sgtriton.ops import bias_act
+
+    spec = KERNELS["bias_act"]
+    x, b = torch.empty(2, 4, 3, 3), torch.empty(4)
+    lrelu = bias_act.ACTIVATIONS["lrelu"].kernel_code
+    launch = capture_launch(spec, lambda: bias_act._bias_act_launch(x, b, 1, lrelu, 0.2, math.sqrt(2), None))
+    item = GeneratorLaunch(0, spec.name, "synthesis.b4.conv1", 4, spec.default_config, launch)
+    layer = model_launch(item, launch_work(spec, launch), CompiledKernel(32, 0, 0, 4, SassStats()), H200)
+    timed = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the interpreter stands in for the GPU
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn: (fn(), timed.append(fn), 0.25)[-1])
+    measure_launches(GeneratorModel("stylegan2-f", 8, 2, "fp32", 90, H200, [layer], {}))
+    assert len(timed) == 1 and layer.measured_s == pytest.approx(0.25e-3)
+    y = next(a for a in launch.args if isinstance(a, torch.Tensor) and a.shape == x.shape and a is not x)
+    torch.testing.assert_close(y, torch.nn.functional.leaky_relu(x + b[:, None, None], 0.2) * math.sqrt(2))
+
+
 def test_measure_fills_each_captured_storage_once_with_finite_values():
     out = torch.empty(4, 8)
     values = [out, out[1:], torch.empty(3, dtype=torch.float16), torch.zeros(2, dtype=torch.int64), None, 2.0]
