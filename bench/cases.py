@@ -344,8 +344,9 @@ def generator_workload(device: torch.device, dtype: torch.dtype, batch: int, pre
     """
     from bench import nvlabs_style
     from sgtriton import build_generator
+    from sgtriton.config import NVLABS_MIXED_PRECISION
 
-    extra = {"num_fp16_res": 4, "conv_clamp": 256} if dtype == torch.float16 else {}
+    extra = dict(NVLABS_MIXED_PRECISION) if dtype == torch.float16 else {}
     G = build_generator(preset, img_resolution=resolution, seed=0, backend="reference", device=device, **extra)
     z = _randn(_rng(), [batch, G.z_dim], device)
 

@@ -247,6 +247,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: NVlabs' mixed precision (stylegan2-ada's training configs): the four highest resolutions marked
+#: fp16, activations clamped to +-256. What an "fp16" generator is where its config marks no block
+#: fp16 (the benchmarks, ``sgtriton kernels --model --dtype fp16``).
+NVLABS_MIXED_PRECISION: dict[str, Any] = {"num_fp16_res": 4, "conv_clamp": 256}
+
 _SYNTHESIS_KEYS = {f.name for f in dataclasses.fields(SynthesisConfig)}
 _MAPPING_KEYS = {f.name for f in dataclasses.fields(MappingConfig)}
 _TOP_KEYS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "block", "block_kwargs",

@@ -94,8 +94,9 @@ def test_device_peak_lookup(name, expected):
 
 def test_roofline_is_the_slower_of_compute_and_memory():
     h100 = device_peak("H100")
-    compute_bound = Cost(flops=int(800e9), bytes=1000, dtype=torch.float16)  # 1 ms of fp16 maths
-    memory_bound = Cost(flops=10, bytes=int(3e9), dtype=torch.float16)  # 1 ms of traffic
+    compute_bound = Cost(flops=int(h100.peak_flops(torch.float16) * 1e-3), bytes=1000, dtype=torch.float16)
+    memory_bound = Cost(flops=10, bytes=int(h100.bandwidth * 1e-3), dtype=torch.float16)  # 1 ms of traffic
+    assert h100.peak_flops(torch.float16) == pytest.approx(989.4e12, rel=1e-3)  # datasheet, dense
     assert roofline_seconds(compute_bound, h100) == pytest.approx(1e-3)
     assert roofline_seconds(memory_bound, h100) == pytest.approx(1e-3)
     assert roofline_fraction(compute_bound, 4e-3, h100) == pytest.approx(0.25)

@@ -237,26 +237,56 @@ def generator_cost(G: nn.Module, batch: int = 1, device: torch.device | str = "c
 
 @dataclass(frozen=True)
 class DevicePeak:
-    """Peak dense compute per dtype (FLOP/s) and memory bandwidth (bytes/s) of a device."""
+    """A GPU's peak rates and the per-SM resources the performance model needs.
+
+    Peaks derive from per-SM, per-clock rates: ``sms * rate * clock_hz`` (so the performance
+    model's cycle counts and the roofline use the same numbers). ``tensor_flops_per_clock`` are
+    dense tensor-core FLOPs per SM per clock by input type; ``fp32_flops_per_clock`` CUDA-core FMA
+    FLOPs. ``bandwidth`` is the datasheet DRAM bandwidth (the roofline's), ``copy_bandwidth`` what
+    a device copy achieves (the model's memory time).
+    """
 
     name: str
-    flops: dict[str, float]
+    capability: int
+    sms: int
+    clock_hz: float
+    tensor_flops_per_clock: dict[str, float]
+    fp32_flops_per_clock: float
     bandwidth: float
+    copy_bandwidth: float
+    shared_per_sm: int
     source: str
+    registers_per_sm: int = 65536
+    threads_per_sm: int = 2048
+    ctas_per_sm: int = 32
+
+    @property
+    def flops(self) -> dict[str, float]:
+        """Peak FLOP/s by dtype: ``fp16``, ``bf16``, ``tf32`` (tensor cores, dense) and ``fp32`` (FMA)."""
+        peaks = {key: self.sms * rate * self.clock_hz for key, rate in self.tensor_flops_per_clock.items()}
+        peaks["fp32"] = self.sms * self.fp32_flops_per_clock * self.clock_hz
+        return peaks
 
     def peak_flops(self, dtype: torch.dtype) -> float:
         key = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "tf32"}.get(dtype, "fp32")
         return self.flops[key]
 
 
-#: Matched by substring of the device name, first match wins (so H200 before H100).
+_HOPPER_SXM_TENSOR = {"fp16": 4096.0, "bf16": 4096.0, "tf32": 2048.0, "fp8": 8192.0}
+
+#: Matched by substring of the device name, first match wins (so H200 before H100). SXM parts.
 DEVICE_PEAKS: tuple[DevicePeak, ...] = (
-    DevicePeak("H200", {"fp16": 800e12, "bf16": 800e12, "tf32": 400e12, "fp32": 60e12}, 4.8e12,
-               "~800 TFLOP/s fp16/bf16 dense (as H100); 4.8 TB/s HBM3e datasheet bandwidth"),
-    DevicePeak("H100", {"fp16": 800e12, "bf16": 800e12, "tf32": 400e12, "fp32": 60e12}, 3.0e12,
-               "~800 TFLOP/s fp16/bf16 dense, ~3 TB/s achievable copy bandwidth (SXM); tf32 = half"),
-    DevicePeak("A100", {"fp16": 312e12, "bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}, 2.0e12,
-               "datasheet (SXM), dense"),
+    DevicePeak("H200", 90, 132, 1.83e9, _HOPPER_SXM_TENSOR, 256.0, 4.8e12, 4.3e12, 233472,
+               "NVIDIA H100/H200 SXM datasheet: 989.4 TFLOP/s fp16/bf16 dense, 494.7 tf32 (132 SMs x 1.83 GHz "
+               "x 4096 / 2048 FLOP/clk/SM); 4.8 TB/s HBM3e; ~4.3 TB/s device copy and 770-800 TFLOP/s bf16 "
+               "GEMM measured on an H200 (2026-11); 228 KB shared memory per SM"),
+    DevicePeak("H100", 90, 132, 1.83e9, _HOPPER_SXM_TENSOR, 256.0, 3.35e12, 3.0e12, 233472,
+               "NVIDIA H100 SXM datasheet: 989.4 TFLOP/s fp16/bf16 dense, 494.7 tf32; 3.35 TB/s HBM3; "
+               "~3 TB/s device copy and ~800 TFLOP/s bf16 measured on an H100; 228 KB shared memory per SM"),
+    DevicePeak("A100", 80, 108, 1.41e9, {"fp16": 2048.0, "bf16": 2048.0, "tf32": 1024.0}, 128.0, 2.039e12,
+               1.7e12, 167936,
+               "NVIDIA A100 SXM4 80GB datasheet: 312 TFLOP/s fp16/bf16 dense, 156 tf32, 19.5 fp32 (108 SMs x "
+               "1.41 GHz); 2.04 TB/s HBM2e, copy assumed ~1.7 TB/s (not measured here); 164 KB shared per SM"),
 )
 
 

@@ -21,7 +21,10 @@ drives the blocks directly.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -32,6 +35,30 @@ from sgtriton.blocks.layers import SkipConv
 from sgtriton.graph.builder import BuiltFromGraph, Graph
 from sgtriton.graph.nodes import LayerNode
 from sgtriton.ops.upfirdn2d import setup_filter
+
+#: Set by :func:`fp16_as_on_cuda`: fp16-marked blocks run in fp16 on every device.
+_FP16_ON_EVERY_DEVICE = contextvars.ContextVar("sgtriton_fp16_on_every_device", default=False)
+
+
+def block_runs_fp16(marked_fp16: bool, force_fp32: bool, device: torch.device) -> bool:
+    """NVlabs' rule: a block marked fp16 (``num_fp16_res``) runs in fp16 on CUDA unless ``force_fp32``.
+
+    Inside :func:`fp16_as_on_cuda` the device does not matter, so a CPU run launches what a CUDA
+    run of the same generator would.
+    """
+    on_cuda = device.type == "cuda" or _FP16_ON_EVERY_DEVICE.get()
+    return marked_fp16 and not force_fp32 and on_cuda
+
+
+@contextlib.contextmanager
+def fp16_as_on_cuda() -> Iterator[None]:
+    """Within the block, fp16-marked blocks run in fp16 off CUDA too (the performance model captures
+    a CUDA run's kernel launches on the CPU: ``sgtriton kernels --model``)."""
+    token = _FP16_ON_EVERY_DEVICE.set(True)
+    try:
+        yield
+    finally:
+        _FP16_ON_EVERY_DEVICE.reset(token)
 
 
 class SynthesisBlock(nn.Module):
@@ -93,7 +120,7 @@ class SynthesisBlock(nn.Module):
         if impl is None:
             impl = resolve_impl(self.backend, ws.device, self.block_type_implementations)
         batch = ws.shape[0]
-        use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+        use_fp16 = block_runs_fp16(self.use_fp16, force_fp32, ws.device)
         dtype = torch.float16 if use_fp16 else ws.dtype  # ws.dtype: float32, or float64 for a .double() G
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype != torch.float16 or batch == 1)

@@ -35,7 +35,9 @@ the ``@triton.jit`` helpers it calls), config, signature, dtype, target and Trit
 
 ``sgtriton kernels`` lists the declared kernels; ``sgtriton kernels --report`` runs the gate
 (:data:`kernels_command`): by default every variant and config; ``--default-config`` and
-``--default-variant`` narrow it to what the CI test compiles.
+``--default-variant`` narrow it to what the CI test compiles. ``sgtriton kernels --model`` compiles
+the launches one generator forward makes instead, through the same jobs and cache
+(:func:`compile_jobs`), and models their time (:mod:`sgtriton.inspection.model`).
 """
 
 from __future__ import annotations
@@ -61,8 +63,12 @@ from typing import Any
 
 import click
 
+from sgtriton.cli_options import RESOLUTION
 from sgtriton.files import atomic_write
+from sgtriton.graph.cost import DEVICE_PEAKS
+from sgtriton.inspection.capture import MODEL_DTYPES
 from sgtriton.inspection.launches import Specialisation, capture_launch, example_launches, specialise
+from sgtriton.inspection.sass import sass_stats
 from sgtriton.ops._runtime import (
     KERNELS,
     SHARED_MEMORY_BY_CAPABILITY,
@@ -232,6 +238,8 @@ class CompileResult:
     shared_bytes: int | None = None
     static_shared_bytes: int | None = None
     mma_ops: tuple[str, ...] = ()
+    #: :class:`~sgtriton.inspection.sass.SassStats` as JSON (loops, main-loop counts), when cuobjdump ran.
+    sass: dict[str, Any] | None = None
     compile_seconds: float = 0.0
     error: str | None = None
     cached: bool = False
@@ -383,6 +391,7 @@ def _read_cubin(compiled: Any, result: CompileResult) -> None:
         result.stack_bytes = usage.get("STACK")
         result.static_shared_bytes = usage.get("SHARED")
         result.mma_ops = tensor_core_instructions(dump)
+        result.sass = sass_stats(dump).to_json()
     else:
         result.notes.append("no cuobjdump resource usage: tensor cores judged from PTX")
         result.mma_ops = ptx_tensor_core_instructions(compiled.asm.get("ptx", ""))
@@ -587,24 +596,37 @@ def run_compile_gate(
     for result in results:
         report(result)
 
+    done = compile_jobs(jobs, workers, use_cache, cache_dir, report)
+    return results + [done[job.key] for job in jobs]
+
+
+def compile_jobs(jobs: Sequence[CompileJob], workers: int | None = None, use_cache: bool = True,
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 on_result: Callable[[CompileResult], None] | None = None,
+                 need_sass: bool = False) -> dict[str, CompileResult]:
+    """``{job.key: result}`` for ``jobs``: from the on-disk cache, else compiled in worker processes
+    (and cached). ``need_sass`` recompiles cached results that lack SASS statistics."""
+    report = on_result or (lambda result: None)
     folder = aot_cache_dir(cache_dir)
     done: dict[str, CompileResult] = {}
-    missing: list[CompileJob] = []
+    missing: dict[str, CompileJob] = {}
     for job in jobs:
+        if job.key in done or job.key in missing:
+            continue
         hit = _cache_read(folder, job.key) if use_cache else None
-        if hit is None:
-            missing.append(job)
+        if hit is None or (need_sass and hit.error is None and hit.sass is None):
+            missing[job.key] = job
         else:
             done[job.key] = hit
             report(hit)
     if missing:
         count = max(1, min(workers or MAX_WORKERS, MAX_WORKERS, os.cpu_count() or 1, len(missing)))
-        compiled = _compile_in_workers(missing, count, report)
+        compiled = _compile_in_workers(list(missing.values()), count, report)
         for key, result in compiled.items():
             if result.cacheable:
                 _cache_write(folder, key, result)
         done.update(compiled)
-    return results + [done[job.key] for job in jobs]
+    return done
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,12 +706,14 @@ def format_errors(results: Sequence[CompileResult], max_lines: int = 12) -> str:
     return "\n".join(blocks)
 
 
-def _parse_targets(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def _parse_targets(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
     targets = []
     for part in value.split(","):
         text = part.strip().lower().removeprefix("sm_").removesuffix("a")
         if not text.isdigit():
-            raise click.BadParameter(f"{part!r}: expected compute capabilities like '80,90'")
+            raise click.BadParameter(f"{part!r}: expected compute capabilities like '80,90' or 'sm_90'")
         targets.append(int(text))
     return tuple(targets)
 
@@ -706,25 +730,59 @@ def _format_listing(specs: Sequence[KernelSpec]) -> str:
 @click.command("kernels")
 @click.option("--report", is_flag=True,
               help="Compile every kernel x config x dtype x target ahead of time and print its resources.")
-@click.option("--target", "targets", default=",".join(map(str, DEFAULT_TARGETS)), show_default=True,
-              callback=_parse_targets, help="Compute capabilities to compile for, comma-separated.")
+@click.option("--model", "model", is_flag=True,
+              help="Model every launch of one generator forward (--preset, --resolution, --batch, --dtype) "
+                   "from exact compiles for one --target; no GPU needed.")
+@click.option("--target", "targets", default=None, callback=_parse_targets,
+              help="Compute capabilities to compile for, comma-separated [default: 80,90; with --model: sm_90].")
 @click.option("--kernel", "kernels", multiple=True, help="Only this kernel (repeatable).")
 @click.option("--default-config", "default_config_only", is_flag=True,
               help="Only each kernel's default (first) config.")
 @click.option("--default-variant", "default_variant_only", is_flag=True,
               help="Only each kernel's first example launch (its most common flag combination).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write every result (with full errors) to this JSON file.")
+@click.option("--json", "json_path", is_flag=False, flag_value="-", default=None,
+              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Also write every result as JSON to this file; '--json' alone prints only the JSON.")
 @click.option("--jobs", type=click.IntRange(1, MAX_WORKERS), default=MAX_WORKERS, show_default=True,
               help="Worker processes.")
 @click.option("--no-cache", is_flag=True, help="Recompile everything (cache: $SGTRITON_CACHE_DIR/aot).")
-def kernels_command(report: bool, targets: tuple[int, ...], kernels: tuple[str, ...], default_config_only: bool,
-                    default_variant_only: bool, json_path: Path | None, jobs: int, no_cache: bool) -> None:
+@click.option("--preset", default=None, help="--model: the generator preset [default: stylegan2-f].")
+@click.option("--resolution", type=RESOLUTION, default=None, help="--model: output resolution [default: 1024].")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="--model: samples per forward [default: 8].")
+@click.option("--dtype", type=click.Choice(MODEL_DTYPES), default=None,
+              help="--model: fp16 (fp16-marked blocks in fp16, as on CUDA; NVlabs' 4 resolutions when the "
+                   "preset marks none) or fp32 [default: fp16].")
+@click.option("--fp16-res", "num_fp16_res", type=click.IntRange(min=0), default=None,
+              help="--model --dtype fp16: mark this many highest resolutions fp16 instead.")
+@click.option("--device", "device", type=click.Choice(sorted(peak.name.lower() for peak in DEVICE_PEAKS)), default=None,
+              help="--model: the GPU whose peaks and bandwidth the model uses [default: h200 for sm_90, "
+                   "a100 for sm_80].")
+@click.option("--measure", is_flag=True,
+              help="--model on a CUDA GPU: also time every captured launch (triton.testing.do_bench).")
+def kernels_command(report: bool, model: bool, targets: tuple[int, ...] | None, kernels: tuple[str, ...],
+                    default_config_only: bool, default_variant_only: bool, json_path: Path | None, jobs: int,
+                    no_cache: bool, preset: str | None, resolution: int | None, batch: int | None,
+                    dtype: str | None, num_fp16_res: int | None, device: str | None, measure: bool) -> None:
     """List the declared Triton kernels; with --report, compile them for sm_80/sm_90 without a GPU.
 
     The report shows registers, spills, shared memory (dynamic+static bytes), tensor-core opcodes
     and a status per compile; the command exits with status 1 if any compile fails the gate.
+    With --model it models every kernel launch of one generator forward instead
+    (docs/performance_model.md): per launch the SASS main loop, occupancy, FLOPs, bytes, a modelled
+    and a roofline time; --measure times the same launches on a CUDA GPU.
     """
+    model_options = {"--preset": preset, "--resolution": resolution, "--batch": batch, "--dtype": dtype,
+                     "--fp16-res": num_fp16_res, "--device": device, "--measure": measure or None}
+    if model or measure:
+        if report:
+            raise click.UsageError("--model and --report: pass one of them")
+        _model_command(targets, json_path, no_cache, jobs, preset or "stylegan2-f", resolution or 1024,
+                       batch or 8, dtype or "fp16", num_fp16_res, device, measure)
+        return
+    given = [name for name, value in model_options.items() if value is not None]
+    if given:
+        raise click.UsageError(f"{given[0]}: only applies with --model")
+    targets = targets or DEFAULT_TARGETS
     failures = import_all_kernel_modules()
     try:
         specs = select_kernels(kernels or None)
@@ -751,9 +809,56 @@ def kernels_command(report: bool, targets: tuple[int, ...], kernels: tuple[str, 
     if errors:
         click.echo("\nerrors:\n" + errors)
     click.echo(summarize(results, wall))
-    if json_path is not None:
+    if json_path is not None and str(json_path) == "-":
+        click.echo(json.dumps([r.to_json() for r in results], indent=1))
+    elif json_path is not None:
         atomic_write(json_path, json.dumps([r.to_json() for r in results], indent=1))
     if not all(r.ok for r in results):
+        raise click.exceptions.Exit(1)
+
+
+def _model_command(targets: tuple[int, ...] | None, json_path: Path | None, no_cache: bool, jobs: int, preset: str,
+                   resolution: int, batch: int, dtype: str, num_fp16_res: int | None, device: str | None,
+                   measure: bool) -> None:
+    """``sgtriton kernels --model``: see :mod:`sgtriton.inspection.model`."""
+    from tqdm import tqdm
+
+    from sgtriton.config import PRESETS
+    from sgtriton.inspection import model as performance
+
+    target = (targets or (90,))
+    if len(target) != 1 or target[0] not in performance.TARGET_DEVICES:
+        raise click.UsageError(f"--target={','.join(f'sm_{t}' for t in target)}: --model compiles for one target, "
+                               f"one of {', '.join(f'sm_{t}' for t in performance.TARGET_DEVICES)}")
+    if device is not None and performance.device_by_name(device).capability != target[0]:
+        raise click.UsageError(f"--device={device}: an sm_{performance.device_by_name(device).capability} GPU does not "
+                               f"run code compiled for --target=sm_{target[0]}; use --device "
+                               f"{performance.TARGET_DEVICES[target[0]]}")
+    if preset not in PRESETS:
+        raise click.UsageError(f"--preset={preset!r}: expected one of {', '.join(sorted(PRESETS))}")
+    if measure:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.UsageError(f"--measure: times the launches on a CUDA GPU, and no CUDA device is available "
+                                   f"(torch {torch.__version__}); run --model without --measure here")
+    with tqdm(desc="compiling", unit="kernel", leave=False, disable=None) as bar:
+        try:
+            result = performance.model_generator_launches(
+                preset, resolution, batch, dtype, target[0], device, num_fp16_res, use_cache=not no_cache,
+                on_result=lambda compiled: bar.update(), workers=jobs)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    if measure:
+        performance.measure_launches(result)
+    data = performance.model_json(result)
+    if json_path is not None and str(json_path) == "-":
+        click.echo(json.dumps(data, indent=1))
+    else:
+        click.echo(performance.format_model(result))
+        if json_path is not None:
+            atomic_write(json_path, json.dumps(data, indent=1))
+    if any(layer.compiled.error for layer in result.layers):
         raise click.exceptions.Exit(1)
 
 

@@ -73,32 +73,54 @@ class Specialisation:
 
 
 class _Recorder:
-    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](*args, **kwargs)`` records, then stops."""
+    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](*args, **kwargs)`` records the launch,
+    then stops the launcher (``stop=True``, raising :class:`LaunchCaptured`) or returns ``None``
+    without running anything (``stop=False``: the launcher returns its outputs uninitialised).
+    ``on_launch`` sees every recorded launch as it happens."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: bool = True, on_launch: Callable[[CapturedLaunch], None] | None = None) -> None:
         self.launches: list[CapturedLaunch] = []
+        self.stop = stop
+        self.on_launch = on_launch
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         def record(*args: Any, **kwargs: Any) -> Any:
-            self.launches.append(CapturedLaunch(grid, args, kwargs))
-            raise LaunchCaptured
+            launch = CapturedLaunch(grid, args, kwargs)
+            self.launches.append(launch)
+            if self.on_launch is not None:
+                self.on_launch(launch)
+            if self.stop:
+                raise LaunchCaptured
+            return None
 
         return record
 
 
 @contextmanager
-def _recording(fn: Any) -> Iterator[_Recorder]:
-    """Replace every module-level name bound to kernel ``fn`` by one recorder, and restore them."""
-    recorder = _Recorder()
-    bound = [(module, name) for module in list(sys.modules.values()) if module is not None
-             for name, value in list(getattr(module, "__dict__", {}).items()) if value is fn]
-    for module, name in bound:
-        setattr(module, name, recorder)
+def replaced_kernels(replacements: dict[int, tuple[Any, Any]]) -> Iterator[None]:
+    """Bind every module-level name bound to a kernel ``fn`` to its stand-in, and restore them.
+
+    ``replacements`` maps ``id(fn)`` to ``(fn, stand_in)``. Launchers call their kernels through
+    module globals (``_kernel[grid](...)``), so rebinding the globals reaches every launch.
+    """
+    bound = [(module, name, value) for module in list(sys.modules.values()) if module is not None
+             for name, value in list(getattr(module, "__dict__", {}).items())
+             if id(value) in replacements and replacements[id(value)][0] is value]
+    for module, name, fn in bound:
+        setattr(module, name, replacements[id(fn)][1])
     try:
-        yield recorder
+        yield
     finally:
-        for module, name in bound:
+        for module, name, fn in bound:
             setattr(module, name, fn)
+
+
+@contextmanager
+def _recording(fn: Any) -> Iterator[_Recorder]:
+    """Replace every module-level name bound to kernel ``fn`` by one stopping recorder, and restore them."""
+    recorder = _Recorder()
+    with replaced_kernels({id(fn): (fn, recorder)}):
+        yield recorder
 
 
 def capture_launch(spec: KernelSpec, call: Callable[[], Any], config: KernelConfig | None = None) -> CapturedLaunch:
@@ -157,4 +179,5 @@ def example_launches(spec: KernelSpec, dtype: str, device: Any = None) -> dict[s
     return spec.launches(dtype, device)
 
 
-__all__ = ["CapturedLaunch", "LaunchCaptured", "Specialisation", "capture_launch", "example_launches", "specialise"]
+__all__ = ["CapturedLaunch", "LaunchCaptured", "Specialisation", "capture_launch", "example_launches",
+           "replaced_kernels", "specialise"]

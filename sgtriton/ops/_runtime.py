@@ -183,11 +183,33 @@ def forced_config(spec: KernelSpec, config: KernelConfig) -> Iterator[None]:
             _forced_configs[spec.name] = previous
 
 
+#: Installed by :func:`planned_configs`: answers every :func:`launch_config` call while set.
+_config_planner: ConfigSelector | None = None
+
+
+@contextlib.contextmanager
+def planned_configs(choose: Callable[[KernelSpec, Hashable], KernelConfig]) -> Iterator[None]:
+    """Within the block every launcher's config is ``choose(spec, key)`` -- also under the interpreter.
+
+    The performance model (``sgtriton.inspection``) captures a whole generator's launches on the
+    CPU with the configs a GPU run would pick (a shipped table's, else the default), and learns from
+    the call which declared kernel is launching (several specs may share one ``@triton.jit`` function).
+    """
+    global _config_planner
+    previous, _config_planner = _config_planner, choose
+    try:
+        yield
+    finally:
+        _config_planner = previous
+
+
 def launch_config(spec: KernelSpec, key: Hashable) -> KernelConfig:
     """The config to launch ``spec`` with for shape key ``key`` (the default under the interpreter)."""
     forced = _forced_configs.get(spec.name)
     if forced is not None:
         return forced
+    if _config_planner is not None:
+        return _config_planner(spec, key) or spec.default_config
     if _config_selector is not None and not interpreter_active():
         chosen = _config_selector(spec, key)
         if chosen is not None:
