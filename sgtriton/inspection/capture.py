@@ -130,7 +130,7 @@ def capture_generator(G: nn.Module, batch: int, dtype: str, target: int | None =
     asked: list[tuple[KernelSpec, KernelConfig]] = []
 
     def choose(spec: KernelSpec, key: Hashable) -> KernelConfig:
-        config = _table_config(spec, key, target) or spec.default_config
+        config = _table_config(spec, key, target) or spec.untuned_config(key)
         asked.append((spec, config))
         return config
 

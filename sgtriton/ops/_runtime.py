@@ -192,7 +192,7 @@ def planned_configs(choose: Callable[[KernelSpec, Hashable], KernelConfig]) -> I
     """Within the block every launcher's config is ``choose(spec, key)`` -- also under the interpreter.
 
     The performance model (``sgtriton.inspection``) captures a whole generator's launches on the
-    CPU with the configs a GPU run would pick (a shipped table's, else the default), and learns from
+    CPU with the configs a GPU run would pick (a shipped table's, else the kernel's untuned choice for the shape), and learns from
     the call which declared kernel is launching (several specs may share one ``@triton.jit`` function).
     """
     global _config_planner
@@ -209,7 +209,7 @@ def launch_config(spec: KernelSpec, key: Hashable) -> KernelConfig:
     if forced is not None:
         return forced
     if _config_planner is not None:
-        return _config_planner(spec, key) or spec.default_config
+        return _config_planner(spec, key) or spec.untuned_config(key)
     if _config_selector is not None and not interpreter_active():
         chosen = _config_selector(spec, key)
         if chosen is not None:
