@@ -37,3 +37,22 @@ def test_fixed_cases_gradients_match_reference(device, index):
     case = fixed_case(*CASES[index], seed=100 + index)
     assert case.batch == 3 and case.node.use_noise
     check_layer_gradients(case, device)
+
+
+def test_op_autograd_passes_opcheck(device):
+    """Autograd registration and AOT dispatch (forward and backward traced as ``torch.compile`` does),
+    for the up = 2 layer with noise and clamp and for the undemodulated up = 1 op the backward runs."""
+    from sgtriton.ops.upfirdn2d import setup_filter
+
+    gen = torch.Generator().manual_seed(0)
+
+    def leaf(*shape):
+        return torch.randn(shape, generator=gen).to(device).requires_grad_()
+
+    op = torch.ops.sgtriton_adaptive_kernel.adaptive_modulated_conv2d
+    x, logits, styles, bias = leaf(2, 3, 4, 4), leaf(2, 2), leaf(2, 3), leaf(5)
+    bank = leaf(2, 5, 3, 3, 3)
+    f = setup_filter([1, 3, 3, 1]).to(device)
+    for args in [(x, bank, logits, styles, bias, leaf(2, 1, 8, 8), leaf(1), f, 2, 0.2, 1.4, 0.5, True),
+                 (x, bank, logits, styles, bias, None, None, None, 1, 1.0, 1.0, None, False)]:
+        torch.library.opcheck(op, args, test_utils=("test_autograd_registration", "test_aot_dispatch_dynamic"))
