@@ -5,7 +5,9 @@ custom op and the public function with ``impl='reference'|'triton'``.
 affines (styles and selection logits); the maths and shapes are in
 :mod:`sgtriton_adaptive_kernel.reference`, the kernel design in :mod:`sgtriton_adaptive_kernel.kernel`.
 The Triton path is registered as ``torch.ops.sgtriton_adaptive_kernel.adaptive_modulated_conv2d`` (opaque
-to ``torch.compile``; its fake kernel gives the output shape).
+to ``torch.compile``; its fake kernel gives the output shape), with a backward on Triton kernels (section
+*Backward*: this op again for the input gradient, sgtriton's modulated-conv and weight-gradient ops for
+the rest).
 """
 
 from __future__ import annotations
@@ -336,8 +338,6 @@ def _bank_prenormalize_vjp(bank, styles, dw_eff, ds_eff):
     dw, ds = _prenormalize_vjp(as_weight, styles, dw, ds_eff)
     dw = dw.reshape(out_channels, bank_size, in_channels, kh, kw).transpose(0, 1) * math.sqrt(bank_size)
     return dw, ds
-
-
 
 
 def _adaptive_setup_context(ctx, inputs, output):
