@@ -36,6 +36,10 @@ memory then grow with ``B``. Larger banks loop over ``j`` at run time, with a re
 shared-memory budget independent of ``B``. Each regime is a declared kernel of its own (gated and
 tuned separately): ``adaptive_modconv2d[_up2]`` and ``adaptive_modconv2d[_up2]_large_bank``.
 
+**Without demodulation** (``DEMOD`` off) the Gram pass is skipped and the output is not scaled: the
+backward runs its transposed conv through this kernel with ``d`` as the styles (see the backward in
+:mod:`sgtriton_adaptive_kernel.ops`).
+
 **up = 2** uses the polyphase form of modconv: the GEMM reads the four 3x3 phase weights of every
 bank entry (``upsample_phase_weights``, linear in the weight, so the phase weight of the mixture is
 the mixture of the phase weights), the demodulation reads ``G`` of the original bank.
@@ -65,8 +69,8 @@ def _adaptive_modconv_kernel(
     stride_nn, stride_nh, stride_nw,
     fan_in_rsqrt, alpha, gain, clamp,
     UP: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, BANK: tl.constexpr, BANK_P2: tl.constexpr,
-    UNROLL_BANK: tl.constexpr, PRENORM: tl.constexpr, HAS_NOISE: tl.constexpr, USE_CLAMP: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    UNROLL_BANK: tl.constexpr, DEMOD: tl.constexpr, PRENORM: tl.constexpr, HAS_NOISE: tl.constexpr,
+    USE_CLAMP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Adaptive-kernel style layer, one launch (see the module docstring for the maths).
 
@@ -75,7 +79,8 @@ def _adaptive_modconv_kernel(
         bank: the GEMM weights at ``phase * stride_bp + j * stride_bj + o * stride_bo + i * stride_bi
             + ky * stride_bh + kx * stride_bw``: the bank ``[B, O, I, KH, KW]`` for ``UP = 1``
             (``stride_bp = 0``), its phase weights ``[4, B, O, I, 3, 3]`` for ``UP = 2``; fp32.
-        gram: ``[B (B + 1) / 2, O, I]`` fp32 upper-triangle Gram planes of the bank (``stride_g*``).
+        gram: ``[B (B + 1) / 2, O, I]`` fp32 upper-triangle Gram planes of the bank (``stride_g*``;
+            read if ``DEMOD``).
         wmax: ``[O]`` fp32 bank-wide max-abs per output channel (read if ``PRENORM``).
         logits: ``[N, B]`` selection logits (``stride_l*``), softmax taken here.
         s: ``[N, I]`` styles (``stride_s*``).
@@ -87,7 +92,8 @@ def _adaptive_modconv_kernel(
     Scalars: ``fan_in_rsqrt = 1/sqrt(I*KH*KW)``; ``alpha`` (leaky slope); ``gain``; ``clamp``.
     Constexprs: ``UP`` 1 or 2 (2 needs 3x3); ``KH``, ``KW`` odd; ``BANK`` (bank size); ``BANK_P2``
     (power of two >= BANK); ``UNROLL_BANK`` (unroll the loops over the bank, else loop at run time);
-    ``PRENORM`` (fp16 pre-normalisation); ``HAS_NOISE``;
+    ``DEMOD`` (demodulate; off for the backward's transposed conv, which is modulated by ``d``);
+    ``PRENORM`` (fp16 pre-normalisation, only with ``DEMOD``); ``HAS_NOISE``;
     ``USE_CLAMP``; tiles ``BLOCK_M`` (pixels of the input grid), ``BLOCK_N`` (output channels),
     ``BLOCK_K`` (input channels per step).
 
@@ -130,37 +136,39 @@ def _adaptive_modconv_kernel(
         col_scale = fan_in_rsqrt / wmax
 
     # --- demodulation: q[o] = sum_i s'_i^2 sum_{j<=j'} c_jj' a_j a_j' G[p(j, j'), o, i] ---
-    q = tl.zeros([BLOCK_N], dtype=tl.float32)
-    g_col = gram_ptr + (offs_n * stride_go)[None, :]
-    for i0 in range(0, I, BLOCK_K):
-        offs_i = i0 + offs_kb
-        i_mask = offs_i < I
-        g_mask = i_mask[:, None] & n_mask[None, :]
-        g_tile = g_col + (offs_i * stride_gi)[:, None]
-        quad = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
-        if UNROLL_BANK:
-            for j in tl.static_range(BANK):
-                a_j = tl.exp(tl.load(l_base + j * stride_lj).to(tl.float32) - l_max) / l_sum
-                p_jj = j * BANK - (j * (j - 1)) // 2
-                quad += (a_j * a_j) * tl.load(g_tile + p_jj * stride_gp, mask=g_mask, other=0.0)
-                for k in tl.static_range(j + 1, BANK):
-                    a_k = tl.exp(tl.load(l_base + k * stride_lj).to(tl.float32) - l_max) / l_sum
-                    quad += (2.0 * a_j * a_k) * tl.load(g_tile + (p_jj + k - j) * stride_gp, mask=g_mask,
-                                                         other=0.0)
+    out_scale = tl.full([BLOCK_N], 1.0, dtype=tl.float32)
+    if DEMOD:
+        q = tl.zeros([BLOCK_N], dtype=tl.float32)
+        g_col = gram_ptr + (offs_n * stride_go)[None, :]
+        for i0 in range(0, I, BLOCK_K):
+            offs_i = i0 + offs_kb
+            i_mask = offs_i < I
+            g_mask = i_mask[:, None] & n_mask[None, :]
+            g_tile = g_col + (offs_i * stride_gi)[:, None]
+            quad = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
+            if UNROLL_BANK:
+                for j in tl.static_range(BANK):
+                    a_j = tl.exp(tl.load(l_base + j * stride_lj).to(tl.float32) - l_max) / l_sum
+                    p_jj = j * BANK - (j * (j - 1)) // 2
+                    quad += (a_j * a_j) * tl.load(g_tile + p_jj * stride_gp, mask=g_mask, other=0.0)
+                    for k in tl.static_range(j + 1, BANK):
+                        a_k = tl.exp(tl.load(l_base + k * stride_lj).to(tl.float32) - l_max) / l_sum
+                        quad += (2.0 * a_j * a_k) * tl.load(g_tile + (p_jj + k - j) * stride_gp, mask=g_mask,
+                                                             other=0.0)
+            else:
+                for j in range(BANK):
+                    a_j = tl.exp(tl.load(l_base + j * stride_lj).to(tl.float32) - l_max) / l_sum
+                    p_jj = j * BANK - (j * (j - 1)) // 2
+                    for k in range(j, BANK):
+                        a_k = tl.exp(tl.load(l_base + k * stride_lj).to(tl.float32) - l_max) / l_sum
+                        pair = tl.where(k == j, 1.0, 2.0) * a_j * a_k
+                        quad += pair * tl.load(g_tile + (p_jj + k - j) * stride_gp, mask=g_mask, other=0.0)
+            s = tl.load(s_base + offs_i * stride_si, mask=i_mask, other=0.0).to(tl.float32) * style_scale
+            q += tl.sum(quad * (s * s)[:, None], axis=0)
+        if PRENORM:
+            out_scale = tl.math.rsqrt(col_scale * col_scale * q + _EPS)
         else:
-            for j in range(BANK):
-                a_j = tl.exp(tl.load(l_base + j * stride_lj).to(tl.float32) - l_max) / l_sum
-                p_jj = j * BANK - (j * (j - 1)) // 2
-                for k in range(j, BANK):
-                    a_k = tl.exp(tl.load(l_base + k * stride_lj).to(tl.float32) - l_max) / l_sum
-                    pair = tl.where(k == j, 1.0, 2.0) * a_j * a_k
-                    quad += pair * tl.load(g_tile + (p_jj + k - j) * stride_gp, mask=g_mask, other=0.0)
-        s = tl.load(s_base + offs_i * stride_si, mask=i_mask, other=0.0).to(tl.float32) * style_scale
-        q += tl.sum(quad * (s * s)[:, None], axis=0)
-    if PRENORM:
-        out_scale = tl.math.rsqrt(col_scale * col_scale * q + _EPS)
-    else:
-        out_scale = tl.math.rsqrt(q + _EPS)
+            out_scale = tl.math.rsqrt(q + _EPS)
 
     # --- implicit GEMM: acc[p, o] = sum_{i,k} x[n, i, p + k - PAD] * (sum_j a_j W_j[o, i, k]) * s'[n, i] ---
     i_blocks = tl.cdiv(I, BLOCK_K)
@@ -261,7 +269,7 @@ def unroll_bank(bank_size: int) -> bool:
 def example_launches(up: int, bank_size: int):
     """Example launches (compile gate) of the layer as generators run it: 256 channels at 16x16
     (32x32 out for ``up = 2``), batch 2, a bank of ``bank_size`` 3x3 kernels; with noise and clamp,
-    without clamp, and without noise."""
+    without clamp, without noise, and (``up = 1``) without demodulation, as the backward runs it."""
 
     def launches(dtype: str, device) -> dict:
         import torch
@@ -280,11 +288,14 @@ def example_launches(up: int, bank_size: int):
         def layer(**options):
             return lambda: adaptive_modulated_conv2d_triton(x, bank, logits, styles, bias, up=up, **options)
 
-        return {
+        variants = {
             "noise-clamp": layer(noise=noise, noise_strength=strength, clamp=256.0),
             "noise": layer(noise=noise, noise_strength=strength),
             "no-noise": layer(clamp=256.0),
         }
+        if up == 1:  # the backward's transposed conv (the up = 2 one is an up = 1 conv of the phases)
+            variants["transposed"] = layer(demodulate=False, alpha=1.0, gain=1.0)
+        return variants
 
     return launches
 
