@@ -273,10 +273,12 @@ def model_generator_launches(preset: str, resolution: int, batch: int, dtype: st
 
 
 def is_style_conv(layer: LaunchModel) -> bool:
-    """A 3x3 style conv at 32^2..512^2 (the issue's acceptance set)."""
+    """A 3x3 style conv at 32^2..512^2 (the issue's acceptance set), its prologue launch included."""
     low, high = STYLE_CONV_RESOLUTIONS
     resolution = layer.launch.resolution or 0
-    return layer.work.kind == "conv" and layer.kh == 3 and low <= resolution <= high
+    if not low <= resolution <= high:
+        return False
+    return (layer.work.kind == "conv" and layer.kh == 3) or layer.work.kind == "prologue"
 
 
 #: Named subsets of the launches that get a total line.

@@ -140,6 +140,17 @@ def torgb_work(spec: KernelSpec, launch: CapturedLaunch) -> Work:
     return modconv_work(spec, launch, "torgb")
 
 
+def modconv_prologue_work(spec: KernelSpec, launch: CapturedLaunch) -> Work:
+    """The modulated conv's prologue: ``d = rsqrt(s'^2 Q'^T + eps)``, ``2 N I O`` FLOPs; a loop of
+    ``ceil(I / BLOCK_I)`` trips (the max-abs pass of fp16 pre-normalisation runs as many)."""
+    args = LaunchArgs(spec, launch)
+    i, o = int(args["I"]), int(args["O"])
+    n = args["d_ptr"].numel() // max(o, 1)
+    trips = math.ceil(i / int(args["BLOCK_I"]))
+    return Work("prologue", args.programs, trips, 2 * n * i * o, 2 * n * i * o,
+                distinct_bytes(args.tensors(("s_ptr", "qt_ptr", "s_out_ptr", "d_ptr"))), other_trips=trips)
+
+
 def fully_connected_work(spec: KernelSpec, launch: CapturedLaunch) -> Work:
     """``y [batch, out] = act(x [batch, in] W^T ...)``: one K loop of ``ceil(in / BLOCK_K)`` trips."""
     args = LaunchArgs(spec, launch)
@@ -222,6 +233,7 @@ def rms_normalize_work(spec: KernelSpec, launch: CapturedLaunch) -> Work:
 WORK: dict[str, Callable[[KernelSpec, CapturedLaunch], Work]] = {
     "modconv2d": modconv_work,
     "modconv2d_up2": modconv_work,
+    "modconv2d_prologue": modconv_prologue_work,
     "torgb": torgb_work,
     "adaptive_modconv2d": modconv_work,
     "adaptive_modconv2d_large_bank": modconv_work,
