@@ -530,13 +530,13 @@ def _modconv_weight_grad_kernel(
 
 #: Tuning space of the style-layer GEMM (first = default). Tiles of 128 pixels per two warpgroups
 #: (wgmma needs 64 rows per warpgroup on sm_90), output-channel widths for the 512-, 64- and
-#: 32-channel layers, and a small tile for the 4x4 to 16x16 layers at batch 1. Every entry compiles
-#: for sm_80 and sm_90 in fp32 and fp16 without spills under Triton 3.6 and 3.9, with the arguments
-#: the launcher passes (shared memory: fp32 stages are twice as large, so 64-deep K tiles keep two).
+#: 32-channel layers, and a small tile for the 4x4 to 16x16 layers. Every entry compiles for sm_80
+#: and sm_90 in fp32 and fp16 without spills under Triton 3.6 and 3.9, with the arguments the
+#: launcher passes (fp32's tf32x3 splits both tiles in registers: on sm_80, 128 x 128 x 64 with 8
+#: warps and 128 x 64 x 32 with 4 warps spill).
 MODCONV_CONFIGS = (
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
-    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=2),
-    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    KernelConfig({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=4),
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=4),
     KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=8, num_stages=3),
     KernelConfig({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
