@@ -192,6 +192,20 @@ def test_mapping_chain_is_normalize_then_layers():
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("normalize_input", [True, False])
+def test_mapping_chain_with_other_layer_widths_falls_back_per_layer(normalize_input):
+    """NVlabs' ``layer_features``: hidden layers narrower than the output (``[7, 6]``, ``[7, 7]``, ``[12, 7]``)."""
+    gen = torch.Generator().manual_seed(3)
+    x = randn([3, 6], generator=gen)
+    layers = [equalised_layer(gen, 7, 6), equalised_layer(gen, 7, 7), equalised_layer(gen, 12, 7)]
+    weights, biases, gains = [w for w, *_ in layers], [b for _, b, *_ in layers], [g for *_, g, _ in layers]
+    actual = mapping_chain(x, weights, biases, gains, LR, normalize_input=normalize_input, impl="triton")
+    expected = mapping_chain(x.double(), [w.double() for w in weights], [b.double() for b in biases], gains, LR,
+                             normalize_input=normalize_input)
+    assert actual.shape == (3, 12)
+    assert_close(actual, expected, dtype=torch.float32, reduction_length=6 * 2 + 7 * 2)
+
+
 def test_mapping_chain_unequal_gains_falls_back_per_layer():
     """Layers 1.. with different gains cannot share the fused kernel; the per-layer path is used."""
     gen = torch.Generator().manual_seed(1)
