@@ -12,7 +12,9 @@ StyleGAN2 uses ``weight_gain = lr / sqrt(in)``, ``bias_gain = lr`` and the activ
 (``sqrt 2`` for lrelu); StyleGAN1 moves the ``sqrt 2`` into ``weight_gain`` and uses ``act_gain = 1``.
 
 ``mapping_chain``: ``L`` such layers back to back (optionally after a pixel norm of the input),
-``x [N, in]`` -> ``[N, D]`` in fp32, with weights ``[D, in]``, then ``L - 1`` times ``[D, D]``.
+``x [N, in]`` -> ``[N, D]`` in fp32, each layer reading the previous one's width: a mapping network's
+weights are ``[layer, in]``, ``[layer, layer]`` ... ``[D, layer]`` (``layer = D`` unless NVlabs'
+``layer_features`` says otherwise).
 
 ``truncate``, for ``w [N, D]`` and ``w_avg [D]`` -> ``ws [N, num_ws, D]``::
 
@@ -617,23 +619,23 @@ def _check_chain_args(
     x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor] | None,
     weight_gains: float | Sequence[float],
 ) -> list[float]:
-    """Validate a chain's shapes; return the per-layer weight gains."""
+    """Validate a chain's shapes (each layer reads the previous one's width); return the per-layer
+    weight gains."""
     if isinstance(weights, torch.Tensor) or len(weights) == 0:
         raise ValueError("weights: expected a non-empty sequence of [out, in] tensors, one per layer")
-    features = weights[0].shape[0] if isinstance(weights[0], torch.Tensor) and weights[0].ndim == 2 else None
     in_features = x.shape[1] if isinstance(x, torch.Tensor) and x.ndim == 2 else None
     for i, w in enumerate(weights):
-        if not isinstance(w, torch.Tensor) or w.ndim != 2 or w.shape[0] != features or (
-                in_features is not None and w.shape[1] != in_features):
+        if not isinstance(w, torch.Tensor) or w.ndim != 2 or (in_features is not None and w.shape[1] != in_features):
             got = list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            raise ValueError(f"weights[{i}]: expected shape [{features}, {in_features}] (layer widths must "
-                             f"chain and all layers must have the same output width), got {got}")
-        in_features = features
+            raise ValueError(f"weights[{i}]: expected shape [out, {in_features}] (layer widths must chain), "
+                             f"got {got}")
+        in_features = w.shape[0]
     _check_matrix(x, "x", weights[0].shape[1])
     if biases:
         if len(biases) != len(weights):
             raise ValueError(f"biases: expected {len(weights)} tensors (one per layer) or None, got {len(biases)}")
         for i, b in enumerate(biases):
+            features = weights[i].shape[0]
             if not isinstance(b, torch.Tensor) or list(b.shape) != [features]:
                 got = list(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
                 raise ValueError(f"biases[{i}]: expected shape [{features}], got {got}")
@@ -716,10 +718,12 @@ def mapping_chain(
     ``h_0 = pixel_norm(x)`` if ``normalize_input`` else ``x``;
     ``h_{l+1} = act(h_l @ (weights[l] * weight_gains[l])^T + biases[l] * bias_gain, alpha) * act_gain``.
 
-    ``weights``: ``[D, in]`` then ``[D, D]`` per further layer; ``biases``: ``L`` tensors ``[D]`` or
-    ``None``; ``weight_gains``: one float for all layers or one per layer (NVlabs: ``lr / sqrt(in_l)``,
-    times ``sqrt 2`` for StyleGAN1). ``impl='triton'`` runs all layers in one launch when layers
-    ``1..L-1`` share a gain and ``N <= CHAIN_MAX_BATCH``, one launch per layer otherwise.
+    ``weights``: ``L`` tensors ``[out_l, in_l]`` with ``in_0 = in`` and ``in_l = out_{l-1}``, ``D = out_{L-1}``
+    (a mapping network's ``[layer, in]``, ``[layer, layer]`` ... ``[w_dim, layer]``); ``biases``: ``L``
+    tensors ``[out_l]`` or ``None``; ``weight_gains``: one float for all layers or one per layer
+    (NVlabs: ``lr / sqrt(in_l)``, times ``sqrt 2`` for StyleGAN1). ``impl='triton'`` runs all layers in
+    one launch when layers ``1..L-1`` are ``[D, D]`` with one gain and ``N <= CHAIN_MAX_BATCH``, one
+    launch per layer otherwise.
     """
     _check_impl(impl)
     if impl == "ref":

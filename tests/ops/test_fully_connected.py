@@ -8,23 +8,41 @@ from unittest import mock
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from kernel_tensors import randn, zeros
 
 import sgtriton  # noqa: F401  (selects Triton's interpreter before any kernel module is imported)
 from sgtriton.ops import fully_connected as fc_module
 from sgtriton.ops.fully_connected import (
+    FULLY_CONNECTED_KERNEL,
+    MAPPING_CHAIN_KERNEL,
     fully_connected,
     mapping_chain,
     normalize_2nd_moment,
     truncate,
 )
+from sgtriton.testing.harness import tile_boundaries
 from sgtriton.testing.profiles import examples
 from sgtriton.testing.tolerance import assert_close
 
 DTYPES = (torch.float32, torch.float16)
 LR = 0.01  # the mapping network's lr multiplier: weights are stored N(0, 1) / lr
+#: StyleGAN2's z_dim and w_dim; a conditional network's first layer reads ``[z, embed(c)]``, twice as wide.
+WIDTH = 512
+FC_TILE = FULLY_CONNECTED_KERNEL.default_config.meta
+CHAIN_TILE = MAPPING_CHAIN_KERNEL.default_config.meta
+
+
+def widths(block: int) -> list[int]:
+    """Feature counts on both sides of a ``block``-wide tile, and StyleGAN2's width."""
+    return sorted(set(tile_boundaries(block)) | {WIDTH})
+
+
+def batches(block: int) -> list[int]:
+    """Small batches and the batches either side of one ``block``-row tile (kept small: the
+    interpreter's cost grows with the rows)."""
+    return [1, 2, 3, block - 1, block + 1]
 
 
 def equalised_layer(gen: torch.Generator, out_features: int, in_features: int, lr: float = LR):
@@ -42,6 +60,28 @@ def equalised_layer(gen: torch.Generator, out_features: int, in_features: int, l
 )
 def test_fully_connected_matches_float64_reference(batch, in_features, out_features, act, has_bias, act_gain,
                                                    dtype, seed):
+    check_fully_connected(batch, in_features, out_features, act, has_bias, act_gain, dtype, seed)
+
+
+@settings(deadline=None, max_examples=examples(8))
+@given(
+    batch=st.sampled_from(batches(FC_TILE["BLOCK_M"])),
+    in_features=st.sampled_from([*widths(FC_TILE["BLOCK_K"]), 2 * WIDTH]),
+    out_features=st.sampled_from(widths(FC_TILE["BLOCK_N"])), act=st.sampled_from(["linear", "lrelu"]),
+    dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16),
+)
+@example(batch=2, in_features=WIDTH, out_features=WIDTH, act="lrelu", dtype=torch.float32, seed=0)  # a mapping layer
+@example(batch=3, in_features=2 * WIDTH, out_features=WIDTH, act="lrelu", dtype=torch.float16, seed=1)  # [z, embed(c)]
+@example(batch=FC_TILE["BLOCK_M"] + 1, in_features=FC_TILE["BLOCK_K"] + 1, out_features=FC_TILE["BLOCK_N"] + 1,
+         act="linear", dtype=torch.float32, seed=2)  # one past every tile
+@example(batch=FC_TILE["BLOCK_M"], in_features=FC_TILE["BLOCK_K"], out_features=FC_TILE["BLOCK_N"],
+         act="lrelu", dtype=torch.float16, seed=3)  # exactly one tile
+def test_fully_connected_at_tile_boundaries_and_mapping_widths(batch, in_features, out_features, act, dtype, seed):
+    check_fully_connected(batch, in_features, out_features, act, True, None, dtype, seed)
+
+
+def check_fully_connected(batch, in_features, out_features, act, has_bias, act_gain, dtype, seed):
+    """The Triton layer on drawn operands against the float64 reference."""
     gen = torch.Generator().manual_seed(seed)
     x = randn([batch, in_features], generator=gen).to(dtype)
     weight, bias, weight_gain, bias_gain = equalised_layer(gen, out_features, in_features)
@@ -70,6 +110,46 @@ def chain_cases(draw):
 @settings(deadline=None, max_examples=examples(80))
 @given(case=chain_cases())
 def test_mapping_chain_matches_float64_reference(case):
+    check_mapping_chain(case)
+
+
+@st.composite
+def wide_chain_cases(draw):
+    """Chains whose widths straddle the one-launch kernel's tiles or are StyleGAN2's 512 (z_dim
+    512, or 1024 for a conditional network's ``[z, embed(c)]``; w_dim 512)."""
+    return dict(
+        batch=draw(st.sampled_from(batches(CHAIN_TILE["BLOCK_M"]))),
+        in_features=draw(st.sampled_from([*widths(CHAIN_TILE["BLOCK_K"]), 2 * WIDTH])),
+        features=draw(st.sampled_from(widths(CHAIN_TILE["BLOCK_N"]))),
+        num_layers=draw(st.integers(1, 3)), normalize_input=draw(st.booleans()), act="lrelu", has_bias=True,
+        stylegan1=draw(st.booleans()), fused=draw(st.booleans()), dtype=draw(st.sampled_from(DTYPES)),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def chain_case(**overrides):
+    """A pinned chain case: StyleGAN2's mapping at batch 2 (three of its eight layers), one launch."""
+    case = dict(batch=2, in_features=WIDTH, features=WIDTH, num_layers=3, normalize_input=True, act="lrelu",
+                has_bias=True, stylegan1=False, fused=True, dtype=torch.float32, seed=0)
+    return {**case, **overrides}
+
+
+@settings(deadline=None, max_examples=examples(8))
+@given(case=wide_chain_cases())
+@example(case=chain_case())
+@example(case=chain_case(num_layers=2, stylegan1=True, dtype=torch.float16, seed=1))  # even hop count, StyleGAN1
+@example(case=chain_case(in_features=2 * WIDTH, normalize_input=False, batch=3, seed=2))  # conditional: z, c normed
+@example(case=chain_case(batch=CHAIN_TILE["BLOCK_M"] + 1, in_features=CHAIN_TILE["BLOCK_K"] + 1,
+                         features=CHAIN_TILE["BLOCK_N"] + 1, seed=3))  # one past every tile, two programs
+@example(case=chain_case(batch=CHAIN_TILE["BLOCK_M"], in_features=CHAIN_TILE["BLOCK_K"],
+                         features=CHAIN_TILE["BLOCK_N"], num_layers=2, seed=4))  # exactly one tile
+@example(case=chain_case(fused=False, num_layers=2, seed=5))  # one launch per layer at 512
+def test_mapping_chain_at_tile_boundaries_and_mapping_widths(case):
+    check_mapping_chain(case)
+
+
+def check_mapping_chain(case):
+    """The Triton chain (fused, or one launch per layer) on a drawn case against float64."""
     gen = torch.Generator().manual_seed(case["seed"])
     x = randn([case["batch"], case["in_features"]], generator=gen).to(case["dtype"])
     weights, biases, gains = [], [], []
@@ -110,6 +190,20 @@ def test_mapping_chain_is_normalize_then_layers():
     got = mapping_chain(x, [w.double() for w, *_ in layers], [b.double() for _, b, *_ in layers],
                         [g for *_, g, _ in layers], LR)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("normalize_input", [True, False])
+def test_mapping_chain_with_other_layer_widths_falls_back_per_layer(normalize_input):
+    """NVlabs' ``layer_features``: hidden layers narrower than the output (``[7, 6]``, ``[7, 7]``, ``[12, 7]``)."""
+    gen = torch.Generator().manual_seed(3)
+    x = randn([3, 6], generator=gen)
+    layers = [equalised_layer(gen, 7, 6), equalised_layer(gen, 7, 7), equalised_layer(gen, 12, 7)]
+    weights, biases, gains = [w for w, *_ in layers], [b for _, b, *_ in layers], [g for *_, g, _ in layers]
+    actual = mapping_chain(x, weights, biases, gains, LR, normalize_input=normalize_input, impl="triton")
+    expected = mapping_chain(x.double(), [w.double() for w in weights], [b.double() for b in biases], gains, LR,
+                             normalize_input=normalize_input)
+    assert actual.shape == (3, 12)
+    assert_close(actual, expected, dtype=torch.float32, reduction_length=6 * 2 + 7 * 2)
 
 
 def test_mapping_chain_unequal_gains_falls_back_per_layer():
