@@ -91,10 +91,12 @@ class ModDemodBlock(BlockType):
 
 
 def modulated_kernels(node: LayerNode, impl: str) -> tuple[str, ...]:
-    """What runs for a StyleGAN2-style layer or ToRGB node: the affine, then the (fused) conv."""
+    """What runs for a StyleGAN2-style layer or ToRGB node: the affine, then the (fused) conv, which
+    a demodulated layer precedes with its prologue (styles and demodulation coefficients)."""
     if impl == "triton":
-        conv = {"torgb": "torgb(+skip)"}.get(node.kind, "modconv2d_up2" if node.up > 1 else "modconv2d")
-        return ("fully_connected:affine", conv)
+        if node.kind == "torgb":
+            return ("fully_connected:affine", "torgb(+skip)")
+        return ("fully_connected:affine", "modconv2d_prologue", "modconv2d_up2" if node.up > 1 else "modconv2d")
     if node.kind == "torgb":
         return ("affine:addmm", "modulated_conv2d_ref", "bias_act_ref", "upfirdn2d_ref:skip")
     return ("affine:addmm", "modulated_conv2d_ref", "bias_act_ref")
