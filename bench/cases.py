@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.graph.cost import (
     Cost,
     GeneratorCost,
@@ -35,7 +36,6 @@ from sgtriton.graph.cost import (
     node_cost,
     upfirdn2d_cost,
 )
-from sgtriton.graph.nodes import LayerNode
 
 SQRT2 = math.sqrt(2)
 FIR = (1, 3, 3, 1)

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from sgtriton.backends import resolve_impl
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.generator import Generator
-from sgtriton.graph.nodes import LayerNode
 
 
 @dataclass(frozen=True)
