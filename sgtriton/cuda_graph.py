@@ -1,0 +1,145 @@
+"""``G.synthesis`` replayed from CUDA graphs: batch-1 latency without launch overhead.
+
+A synthesis forward is ~70 small launches at batch 1, each costing the host a few microseconds
+to issue -- more than the GPU needs to run most of them. :class:`CudaGraphSynthesis` records the
+forward once per fixed call signature and then replays the recording, one launch for the host::
+
+    graphed = sgtriton.CudaGraphSynthesis(G.synthesis)
+    img = graphed(ws, noise_mode="const")      # first call per signature: warm-up + capture
+    img = graphed(ws2, noise_mode="const")     # later calls: copy ws in, replay, copy the image out
+
+Per signature -- ``ws`` shape, dtype and device, ``noise_mode``, ``force_fp32``, whether a noise
+source is installed, the network's backend and train/eval mode -- the first call runs the forward
+once on a side stream (kernels compile, weight-derived caches such as the up=2 phase weights are
+filled on the device), then captures a second forward into a ``torch.cuda.CUDAGraph`` reading a
+static copy of ``ws``. Capturing needs a forward that does no host work after its warm-up
+(:func:`sgtriton.testing.host_sync.no_host_syncs` checks that on any device). A replay reads the
+network's parameters where they are, so in-place weight updates are seen, but operands derived
+from them were computed at capture; so each call compares every parameter's and buffer's
+storage and version counter with the capture's (host bookkeeping only) and captures again when
+one changed. The derived operands the graph reads are kept alive with it (an LRU eviction must
+not free memory a replay reads).
+
+Noise with ``noise_mode='random'``:
+
+* from the global RNG (the default): drawn inside the graph by the device generator, which CUDA
+  graphs support (each replay advances its Philox offset), so every replay has fresh noise --
+  from the same distribution as an eager call, not the same numbers;
+* from a source installed with :func:`~sgtriton.blocks.layers.noise_source` (such as
+  :func:`~sgtriton.blocks.layers.per_sample_noise`, which ``sgtriton generate`` uses so that a
+  seed's image does not depend on its batch): the graph reads one static noise buffer per noisy
+  layer, and each call fills them by calling the source exactly as an eager forward would
+  (same layers, same order, on the host), so the images equal the eager ones. Drawing that
+  noise is the only host work per call, and it is the source's: a CPU generator has to run on
+  the CPU.
+
+Inference only: the capture runs under ``torch.no_grad()`` and ``ws`` must not require grad.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sgtriton.blocks.layers import active_noise_source, noise_source
+from sgtriton.ops._runtime import recording_derived_operands
+
+
+@dataclass
+class CapturedForward:
+    """One recorded forward: its graph, the static tensors it reads and writes, and what it assumed."""
+
+    graph: Any  # torch.cuda.CUDAGraph
+    ws: torch.Tensor
+    image: torch.Tensor
+    noise: list[torch.Tensor]
+    weights: tuple
+    #: Weight-derived operands (phase weights, ...) the graph reads, kept alive past their cache's LRU.
+    derived: list[Any]
+
+
+class CudaGraphSynthesis:
+    """``synthesis(ws, noise_mode, force_fp32)`` replayed from one CUDA graph per call signature.
+
+    ``synthesis`` is a :class:`~sgtriton.graph.synthesis.SynthesisNetwork` (or any module with its
+    call signature). With ``clone_output=False`` a call returns the graph's own output tensor, which
+    the next replay of the same signature overwrites (one copy fewer per call).
+    """
+
+    def __init__(self, synthesis: nn.Module, *, warmup_calls: int = 1, clone_output: bool = True) -> None:
+        if warmup_calls < 1:
+            raise ValueError(f"warmup_calls={warmup_calls!r}: expected >= 1 (kernels compile and caches fill "
+                             f"in the warm-up)")
+        self.synthesis = synthesis
+        self.warmup_calls = warmup_calls
+        self.clone_output = clone_output
+        self._captured: dict[tuple, CapturedForward] = {}
+
+    @property
+    def captures(self) -> int:
+        """How many call signatures are recorded now."""
+        return len(self._captured)
+
+    def _weights(self) -> tuple:
+        tensors = [*self.synthesis.parameters(), *self.synthesis.buffers()]
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def __call__(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False) -> torch.Tensor:
+        """``ws [N, num_ws, w_dim]`` on a CUDA device -> image ``[N, img_channels, R, R]`` (module docstring)."""
+        if not isinstance(ws, torch.Tensor) or ws.device.type != "cuda":
+            where = ws.device if isinstance(ws, torch.Tensor) else type(ws).__name__
+            raise ValueError(f"ws: CUDA graphs need a CUDA device, got ws on {where} (call the synthesis "
+                             f"network itself there)")
+        if ws.requires_grad:
+            raise ValueError("ws: CUDA-graph synthesis is for inference; got ws that requires grad")
+        source = active_noise_source() if noise_mode == "random" else None
+        key = (tuple(ws.shape), ws.dtype, ws.device, noise_mode, bool(force_fp32), source is not None,
+               getattr(self.synthesis, "backend", None), self.synthesis.training)
+        weights = self._weights()
+        captured = self._captured.get(key)
+        if captured is None or captured.weights != weights:
+            if captured is not None:  # weights changed: every recording is stale
+                self._captured.clear()
+            captured = self._captured[key] = self._capture(ws, noise_mode, force_fp32, source is not None, weights)
+        captured.ws.copy_(ws)
+        if source is not None:
+            for buffer in captured.noise:
+                buffer.copy_(source(buffer.shape[0], buffer.shape[-1], torch.device("cpu")))
+        captured.graph.replay()
+        return captured.image.clone() if self.clone_output else captured.image
+
+    def _capture(self, ws: torch.Tensor, noise_mode: str, force_fp32: bool, with_source: bool,
+                 weights: tuple) -> CapturedForward:
+        static_ws = ws.detach().clone()
+        shapes: list[tuple[int, int]] = []
+
+        def record(batch: int, resolution: int, device: torch.device) -> torch.Tensor:
+            shapes.append((batch, resolution))  # the warm-up learns the noisy layers, drawing nothing
+            return torch.zeros([batch, 1, resolution, resolution], device=device)
+
+        def forward() -> torch.Tensor:
+            return self.synthesis(static_ws, noise_mode=noise_mode, force_fp32=force_fp32)
+
+        # Warm-up on a side stream, as torch.cuda.graphs recommends: lazy set-up stays out of the capture.
+        side = torch.cuda.Stream(device=ws.device)
+        side.wait_stream(torch.cuda.current_stream(ws.device))
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(self.warmup_calls):
+                shapes.clear()
+                with noise_source(record) if with_source else contextlib.nullcontext():
+                    forward()
+        torch.cuda.current_stream(ws.device).wait_stream(side)
+
+        buffers = [torch.empty([batch, 1, r, r], device=ws.device) for batch, r in shapes]
+        served = iter(buffers)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), (noise_source(lambda batch, r, device: next(served)) if with_source
+                               else contextlib.nullcontext()), recording_derived_operands() as derived:
+            with torch.cuda.graph(graph):
+                image = forward()
+        return CapturedForward(graph, static_ws, image, buffers, weights, derived)
+

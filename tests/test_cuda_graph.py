@@ -1,0 +1,121 @@
+"""A synthesis forward can be captured in a CUDA graph: after one warm-up it does device work only.
+
+On this machine there is no GPU to capture with, so the property a capture needs is checked
+directly: the second forward, on the Triton backend (under the interpreter) and on the reference
+backend, runs inside :func:`sgtriton.testing.host_sync.no_host_syncs`, which refuses every call
+that would make the host wait for the device or feed it host memory. The detector itself is
+tested on each kind of call it refuses. Capture and replay on a GPU: ``tests/gpu/test_cuda_graph.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sgtriton import CudaGraphSynthesis, build_generator
+from sgtriton.blocks.layers import per_sample_noise
+from sgtriton.cli import main
+from sgtriton.testing.host_sync import HostSyncError, no_host_syncs
+
+TINY = {"img_resolution": 8, "z_dim": 8, "w_dim": 8, "mapping_kwargs": {"num_layers": 2},
+        "synthesis_kwargs": {"channel_base": 64, "channel_max": 8}}
+PRESETS = {"moddemod": "stylegan2-f", "adain": "stylegan1", "revised": "stylegan2-f"}
+
+
+def tiny_generator(block: str, backend: str):
+    kwargs = {**TINY, "block": block} if block == "revised" else TINY
+    return build_generator(PRESETS[block], seed=0, backend=backend, **kwargs)
+
+
+CASES = [("moddemod", "const"), ("moddemod", "random"), ("moddemod", "none"), ("adain", "random"),
+         ("revised", "random")]
+
+
+# 'none' draws no noise and skips a subset of what 'const' does: not worth its interpreter time.
+@pytest.mark.parametrize(("block", "noise_mode", "backend"),
+                         [(*case, "reference") for case in CASES]
+                         + [(*case, "triton") for case in CASES if case[1] != "none"])
+def test_synthesis_does_no_host_work_after_warmup(block, noise_mode, backend):
+    G = tiny_generator(block, backend)
+    ws = torch.randn(2, G.num_ws, G.w_dim)
+    warm = G.synthesis(ws, noise_mode=noise_mode)  # compiles, fills the weight-derived caches
+    with no_host_syncs():
+        img = G.synthesis(ws, noise_mode=noise_mode)
+    assert img.shape == warm.shape == (2, 3, 8, 8)
+    if noise_mode != "random":
+        assert torch.equal(img, warm)
+
+
+def test_per_sample_noise_is_host_work():
+    """CPU generators draw on the host: why the graph path pre-draws that noise into static buffers."""
+    G = tiny_generator("moddemod", "reference")
+    ws = torch.randn(1, G.num_ws, G.w_dim)
+    with per_sample_noise([torch.Generator().manual_seed(0)]):
+        G.synthesis(ws, noise_mode="random")
+        with no_host_syncs(), pytest.raises(HostSyncError, match=r"torch\.randn makes a tensor on the host"):
+            G.synthesis(ws, noise_mode="random")
+
+
+def _refused(fn) -> str:
+    with no_host_syncs(), pytest.raises(HostSyncError) as info:
+        fn()
+    return str(info.value)
+
+
+def test_detector_refuses_each_kind_of_host_work():
+    x, repeats = torch.arange(6.0).reshape(2, 3), torch.tensor([1, 2])
+    assert "reads a tensor value" in _refused(lambda: x[0, 0].item())
+    assert "reads a tensor value" in _refused(lambda: bool(x[0, 0]))
+    assert "reads a tensor value" in _refused(lambda: range(x[0, 1].long()))
+    assert "reads a tensor value" in _refused(lambda: x.tolist())
+    assert "reads a tensor value" in _refused(lambda: x.cpu())
+    assert "depends on the data" in _refused(lambda: x.nonzero())
+    assert "depends on the data" in _refused(lambda: torch.where(x > 2))
+    assert "boolean mask" in _refused(lambda: x[x > 2])
+    assert "depends on the data" in _refused(lambda: x.repeat_interleave(repeats, dim=0))
+    assert "from host data" in _refused(lambda: torch.tensor([1.0, 2.0]))
+    assert "no device=" in _refused(lambda: torch.arange(3))
+    assert "no device=" in _refused(lambda: torch.ones([2]))
+
+
+def test_detector_allows_device_work():
+    x = torch.arange(6.0).reshape(2, 3)
+    with no_host_syncs():
+        y = torch.ones([2, 3], device=x.device) + x.new_zeros([2, 3]) + torch.empty_like(x).fill_(1)
+        z = torch.where(x > 2, x, y).repeat_interleave(2, dim=0) + torch.randn([4, 3], device=x.device)
+        w = torch.as_tensor(x) * 2  # already a tensor: no host data
+        x.to(torch.float64)
+    assert z.shape == (4, 3) and w.shape == x.shape
+
+
+def test_detector_exempts_the_interpreter_and_restores_it():
+    """Triton's interpreter copies a kernel's arguments to the host: that is the simulated GPU."""
+    from triton.runtime.interpreter import GridExecutor
+
+    original = GridExecutor.__call__
+    G = tiny_generator("moddemod", "triton")
+    ws = torch.randn(1, G.num_ws, G.w_dim)
+    G.synthesis(ws, noise_mode="const")
+    with no_host_syncs():
+        assert GridExecutor.__call__ is not original
+        G.synthesis(ws, noise_mode="const")
+        with pytest.raises(HostSyncError):
+            ws.sum().item()
+    assert GridExecutor.__call__ is original
+
+
+def test_cuda_graph_synthesis_refuses_a_cpu_tensor():
+    G = tiny_generator("moddemod", "reference")
+    with pytest.raises(ValueError, match=r"ws: CUDA graphs need a CUDA device, got ws on cpu"):
+        CudaGraphSynthesis(G.synthesis)(torch.zeros(1, G.num_ws, G.w_dim))
+    with pytest.raises(ValueError, match=r"warmup_calls=0"):
+        CudaGraphSynthesis(G.synthesis, warmup_calls=0)
+
+
+def test_generate_cuda_graph_on_cpu_names_the_option(tmp_path):
+    result = CliRunner().invoke(main, ["generate", "--preset", "stylegan2-f", "--resolution", "8", "--seeds", "0",
+                                       "--device", "cpu", "--cuda-graph", "--outdir", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "--cuda-graph needs a CUDA device (got --device cpu)" in result.output
+    assert not (tmp_path / "out").exists()
