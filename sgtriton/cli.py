@@ -254,10 +254,12 @@ def generate(network, preset, resolution, block, block_kwargs, init_seed, backen
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None, help="Backend whose kernels to show.")
 @click.option("--device", type=PLAN_DEVICE, default=None,
               help="cpu|cuda|cuda:N, the device the plan is for (needs none) [default: cuda if available, else cpu].")
-def plan(preset, network, resolution, block, block_kwargs, backend, device):
-    """Print the generator graph: nodes, shapes, parameters, FLOPs and kernels."""
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print the plan as JSON: generator, nodes, totals (parameters, FLOPs, launches per forward).")
+def plan(preset, network, resolution, block, block_kwargs, backend, device, as_json):
+    """Print the generator graph: nodes, shapes, parameters, FLOPs, kernels and launches per forward."""
     from sgtriton.backends import default_device
-    from sgtriton.graph.plan import format_plan, meta_generator, plan_rows
+    from sgtriton.graph.plan import format_plan, meta_generator, plan_json, plan_rows
 
     device = device or default_device()
     if network is not None:
@@ -274,7 +276,13 @@ def plan(preset, network, resolution, block, block_kwargs, backend, device):
             G = meta_generator(preset, backend=backend, **kwargs)
         except (ValueError, TypeError) as exc:
             _fail(cli_spelling(str(exc)))
-    click.echo(format_plan(G, plan_rows(G, device)))
+    rows = plan_rows(G, device)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(plan_json(G, rows), indent=2))
+    else:
+        click.echo(format_plan(G, rows))
 
 
 @main.command()
