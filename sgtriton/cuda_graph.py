@@ -8,8 +8,8 @@ forward once per fixed call signature and then replays the recording, one launch
     img = graphed(ws, noise_mode="const")      # first call per signature: warm-up + capture
     img = graphed(ws2, noise_mode="const")     # later calls: copy ws in, replay, copy the image out
 
-Per signature -- ``ws`` shape, dtype and device, ``noise_mode``, ``force_fp32``, whether a noise
-source is installed, the network's backend and train/eval mode -- the first call runs the forward
+Per signature -- ``ws`` shape, dtype and device, ``noise_mode``, ``force_fp32``, ``impl``, whether
+a noise source is installed, the network's backend and train/eval mode -- the first call runs the forward
 once on a side stream (kernels compile, weight-derived caches such as the up=2 phase weights are
 filled on the device), then captures a second forward into a ``torch.cuda.CUDAGraph`` reading a
 static copy of ``ws``. Capturing needs a forward that does no host work after its warm-up
@@ -88,8 +88,10 @@ class CudaGraphSynthesis:
         tensors = [*self.synthesis.parameters(), *self.synthesis.buffers()]
         return tuple((t.data_ptr(), t._version) for t in tensors)
 
-    def __call__(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False) -> torch.Tensor:
-        """``ws [N, num_ws, w_dim]`` on a CUDA device -> image ``[N, img_channels, R, R]`` (module docstring)."""
+    def __call__(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False,
+                 impl: str | None = None) -> torch.Tensor:
+        """``ws [N, num_ws, w_dim]`` on a CUDA device -> image ``[N, img_channels, R, R]`` (module docstring);
+        ``impl`` overrides the network's backend, as in ``G.synthesis``."""
         if not isinstance(ws, torch.Tensor) or ws.device.type != "cuda":
             where = ws.device if isinstance(ws, torch.Tensor) else type(ws).__name__
             raise ValueError(f"ws: CUDA graphs need a CUDA device, got ws on {where} (call the synthesis "
@@ -97,14 +99,15 @@ class CudaGraphSynthesis:
         if ws.requires_grad:
             raise ValueError("ws: CUDA-graph synthesis is for inference; got ws that requires grad")
         source = active_noise_source() if noise_mode == "random" else None
-        key = (tuple(ws.shape), ws.dtype, ws.device, noise_mode, bool(force_fp32), source is not None,
+        key = (tuple(ws.shape), ws.dtype, ws.device, noise_mode, bool(force_fp32), source is not None, impl,
                getattr(self.synthesis, "backend", None), self.synthesis.training)
         weights = self._weights()
         captured = self._captured.get(key)
         if captured is None or captured.weights != weights:
             if captured is not None:  # weights changed: every recording is stale
                 self._captured.clear()
-            captured = self._captured[key] = self._capture(ws, noise_mode, force_fp32, source is not None, weights)
+            captured = self._captured[key] = self._capture(ws, noise_mode, force_fp32, impl, source is not None,
+                                                           weights)
         captured.ws.copy_(ws)
         if source is not None:
             for buffer in captured.noise:
@@ -112,7 +115,7 @@ class CudaGraphSynthesis:
         captured.graph.replay()
         return captured.image.clone() if self.clone_output else captured.image
 
-    def _capture(self, ws: torch.Tensor, noise_mode: str, force_fp32: bool, with_source: bool,
+    def _capture(self, ws: torch.Tensor, noise_mode: str, force_fp32: bool, impl: str | None, with_source: bool,
                  weights: tuple) -> CapturedForward:
         static_ws = ws.detach().clone()
         shapes: list[tuple[int, int]] = []
@@ -122,7 +125,8 @@ class CudaGraphSynthesis:
             return torch.zeros([batch, 1, resolution, resolution], device=device)
 
         def forward() -> torch.Tensor:
-            return self.synthesis(static_ws, noise_mode=noise_mode, force_fp32=force_fp32)
+            options = {} if impl is None else {"impl": impl}
+            return self.synthesis(static_ws, noise_mode=noise_mode, force_fp32=force_fp32, **options)
 
         # Warm-up on a side stream, as torch.cuda.graphs recommends: lazy set-up stays out of the capture.
         side = torch.cuda.Stream(device=ws.device)

@@ -4,7 +4,7 @@ On this machine there is no GPU to capture with, so the property a capture needs
 directly: the second forward, on the Triton backend (under the interpreter) and on the reference
 backend, runs inside :func:`sgtriton.testing.host_sync.no_host_syncs`, which refuses every call
 that would make the host wait for the device or feed it host memory. The detector itself is
-tested on each kind of call it refuses. Capture and replay on a GPU: ``tests/gpu/test_cuda_graph.py``.
+tested on each kind of call it refuses. Capture and replay on a GPU: ``tests/gpu/test_cuda_graph_replay.py``.
 """
 
 from __future__ import annotations
