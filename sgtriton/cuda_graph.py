@@ -39,6 +39,7 @@ Inference only: the capture runs under ``torch.no_grad()`` and ``ws`` must not r
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +49,15 @@ from torch import nn
 from sgtriton.blocks.layers import active_noise_source, noise_source
 from sgtriton.ops._runtime import recording_derived_operands
 
+#: Where graphs are recorded (tests replace the recorder and this together to run the logic on a CPU).
+DEVICE_TYPE = "cuda"
+
 
 @dataclass
 class CapturedForward:
     """One recorded forward: its graph, the static tensors it reads and writes, and what it assumed."""
 
-    graph: Any  # torch.cuda.CUDAGraph
+    replay: Callable[[], None]  # the CUDA graph's replay
     ws: torch.Tensor
     image: torch.Tensor
     noise: list[torch.Tensor]
@@ -92,7 +96,7 @@ class CudaGraphSynthesis:
                  impl: str | None = None) -> torch.Tensor:
         """``ws [N, num_ws, w_dim]`` on a CUDA device -> image ``[N, img_channels, R, R]`` (module docstring);
         ``impl`` overrides the network's backend, as in ``G.synthesis``."""
-        if not isinstance(ws, torch.Tensor) or ws.device.type != "cuda":
+        if not isinstance(ws, torch.Tensor) or ws.device.type != DEVICE_TYPE:
             where = ws.device if isinstance(ws, torch.Tensor) else type(ws).__name__
             raise ValueError(f"ws: CUDA graphs need a CUDA device, got ws on {where} (call the synthesis "
                              f"network itself there)")
@@ -112,38 +116,54 @@ class CudaGraphSynthesis:
         if source is not None:
             for buffer in captured.noise:
                 buffer.copy_(source(buffer.shape[0], buffer.shape[-1], torch.device("cpu")))
-        captured.graph.replay()
+        captured.replay()
         return captured.image.clone() if self.clone_output else captured.image
 
     def _capture(self, ws: torch.Tensor, noise_mode: str, force_fp32: bool, impl: str | None, with_source: bool,
                  weights: tuple) -> CapturedForward:
         static_ws = ws.detach().clone()
+        options = {} if impl is None else {"impl": impl}
         shapes: list[tuple[int, int]] = []
+        buffers: list[torch.Tensor] = []
 
         def record(batch: int, resolution: int, device: torch.device) -> torch.Tensor:
             shapes.append((batch, resolution))  # the warm-up learns the noisy layers, drawing nothing
             return torch.zeros([batch, 1, resolution, resolution], device=device)
 
-        def forward() -> torch.Tensor:
-            options = {} if impl is None else {"impl": impl}
-            return self.synthesis(static_ws, noise_mode=noise_mode, force_fp32=force_fp32, **options)
-
-        # Warm-up on a side stream, as torch.cuda.graphs recommends: lazy set-up stays out of the capture.
-        side = torch.cuda.Stream(device=ws.device)
-        side.wait_stream(torch.cuda.current_stream(ws.device))
-        with torch.no_grad(), torch.cuda.stream(side):
+        def warm_up() -> None:
             for _ in range(self.warmup_calls):
                 shapes.clear()
                 with noise_source(record) if with_source else contextlib.nullcontext():
-                    forward()
-        torch.cuda.current_stream(ws.device).wait_stream(side)
+                    self.synthesis(static_ws, noise_mode=noise_mode, force_fp32=force_fp32, **options)
 
-        buffers = [torch.empty([batch, 1, r, r], device=ws.device) for batch, r in shapes]
-        served = iter(buffers)
-        graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), (noise_source(lambda batch, r, device: next(served)) if with_source
-                               else contextlib.nullcontext()), recording_derived_operands() as derived:
-            with torch.cuda.graph(graph):
-                image = forward()
-        return CapturedForward(graph, static_ws, image, buffers, weights, derived)
+        def forward() -> torch.Tensor:
+            if not with_source:
+                return self.synthesis(static_ws, noise_mode=noise_mode, force_fp32=force_fp32, **options)
+            served = iter(buffers)  # the noisy layers read the static buffers, in forward order
+            with noise_source(lambda batch, resolution, device: next(served)):
+                return self.synthesis(static_ws, noise_mode=noise_mode, force_fp32=force_fp32, **options)
 
+        with torch.no_grad():
+            warm_up_on_side_stream(warm_up, ws.device)
+            buffers.extend(torch.empty([batch, 1, r, r], device=ws.device) for batch, r in shapes)
+            with recording_derived_operands() as derived:
+                replay, image = record_graph(forward, ws.device)
+        return CapturedForward(replay, static_ws, image, buffers, weights, derived)
+
+
+def warm_up_on_side_stream(warm_up: Callable[[], None], device: torch.device) -> None:
+    """Run ``warm_up()`` on a side stream, as ``torch.cuda.graphs`` recommends: lazy set-up (kernel
+    compiles, cached operands) stays out of the capture and off the caller's stream."""
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        warm_up()
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
+def record_graph(forward: Callable[[], torch.Tensor], device: torch.device) -> tuple[Callable[[], None], torch.Tensor]:
+    """Capture ``forward()`` in a ``torch.cuda.CUDAGraph``: ``(replay, the static output it rewrites)``."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = forward()
+    return graph.replay, output

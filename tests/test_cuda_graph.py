@@ -119,3 +119,66 @@ def test_generate_cuda_graph_on_cpu_names_the_option(tmp_path):
     assert result.exit_code == 2, result.output
     assert "--cuda-graph needs a CUDA device (got --device cpu)" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def eager_recorder(monkeypatch):
+    """:class:`CudaGraphSynthesis` on a CPU: "capture" runs the forward, "replay" runs it again into
+    the same output tensor. Everything but the CUDA graph itself is the real code: signatures, the
+    warm-up, the static ws and noise buffers, re-recording after a weight change."""
+    from sgtriton import cuda_graph
+
+    recorded = []
+
+    def record(forward, device):
+        output = forward()
+        recorded.append(output)
+        return (lambda: output.copy_(forward())), output
+
+    monkeypatch.setattr(cuda_graph, "DEVICE_TYPE", "cpu")
+    monkeypatch.setattr(cuda_graph, "warm_up_on_side_stream", lambda warm_up, device: warm_up())
+    monkeypatch.setattr(cuda_graph, "record_graph", record)
+    return recorded
+
+
+def test_replays_read_the_new_ws_and_one_recording_per_signature(eager_recorder):
+    G = tiny_generator("moddemod", "reference")
+    graphed = CudaGraphSynthesis(G.synthesis)
+    for seed in range(3):
+        ws = torch.randn(2, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(graphed(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const"))
+    assert graphed.captures == 1 and len(eager_recorder) == 1
+    graphed(ws[:1], noise_mode="const")  # a ragged last batch is another signature
+    graphed(ws, noise_mode="none")
+    assert graphed.captures == 3
+
+
+def test_per_sample_noise_is_drawn_as_an_eager_forward_draws_it(eager_recorder):
+    G = tiny_generator("moddemod", "reference")
+    with torch.no_grad():
+        for name, p in G.synthesis.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.5)  # noise visible in the image
+    graphed = CudaGraphSynthesis(G.synthesis)
+    ws = torch.randn(2, G.num_ws, G.w_dim)
+    images = []
+    for seeds in ((1, 2), (3, 4), (1, 2)):
+        with per_sample_noise([torch.Generator().manual_seed(s) for s in seeds]):
+            eager = G.synthesis(ws, noise_mode="random")
+        with per_sample_noise([torch.Generator().manual_seed(s) for s in seeds]):
+            images.append(graphed(ws, noise_mode="random"))
+        assert torch.equal(images[-1], eager), seeds
+    assert not torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])
+    assert graphed.captures == 1
+
+
+def test_an_in_place_weight_update_is_recorded_again(eager_recorder):
+    G = tiny_generator("moddemod", "reference")
+    graphed = CudaGraphSynthesis(G.synthesis, clone_output=False)
+    ws = torch.randn(1, G.num_ws, G.w_dim)
+    first = graphed(ws, noise_mode="const").clone()
+    with torch.no_grad():
+        G.synthesis.b8.conv0.weight[:, :1].mul_(3)  # not a uniform scale, which demodulation cancels
+    assert torch.equal(graphed(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const"))
+    assert not torch.equal(graphed(ws, noise_mode="const"), first)
+    assert len(eager_recorder) == 2 and graphed.captures == 1
