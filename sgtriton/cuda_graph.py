@@ -61,7 +61,9 @@ class CapturedForward:
     ws: torch.Tensor
     image: torch.Tensor
     noise: list[torch.Tensor]
-    weights: tuple
+    #: The network's parameters and buffers at capture, and their (storage, version) then.
+    tensors: list[torch.Tensor]
+    versions: tuple
     #: Weight-derived operands (phase weights, ...) the graph reads, kept alive past their cache's LRU.
     derived: list[Any]
 
@@ -88,9 +90,8 @@ class CudaGraphSynthesis:
         """How many call signatures are recorded now."""
         return len(self._captured)
 
-    def _weights(self) -> tuple:
-        tensors = [*self.synthesis.parameters(), *self.synthesis.buffers()]
-        return tuple((t.data_ptr(), t._version) for t in tensors)
+    def _tensors(self) -> list[torch.Tensor]:
+        return [*self.synthesis.parameters(), *self.synthesis.buffers()]
 
     def __call__(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False,
                  impl: str | None = None) -> torch.Tensor:
@@ -105,13 +106,11 @@ class CudaGraphSynthesis:
         source = active_noise_source() if noise_mode == "random" else None
         key = (tuple(ws.shape), ws.dtype, ws.device, noise_mode, bool(force_fp32), source is not None, impl,
                getattr(self.synthesis, "backend", None), self.synthesis.training)
-        weights = self._weights()
         captured = self._captured.get(key)
-        if captured is None or captured.weights != weights:
-            if captured is not None:  # weights changed: every recording is stale
+        if captured is None or _versions(captured.tensors) != captured.versions:
+            if captured is not None:  # a weight changed: every recording is stale
                 self._captured.clear()
-            captured = self._captured[key] = self._capture(ws, noise_mode, force_fp32, impl, source is not None,
-                                                           weights)
+            captured = self._captured[key] = self._capture(ws, noise_mode, force_fp32, impl, source is not None)
         captured.ws.copy_(ws)
         if source is not None:
             for buffer in captured.noise:
@@ -119,8 +118,8 @@ class CudaGraphSynthesis:
         captured.replay()
         return captured.image.clone() if self.clone_output else captured.image
 
-    def _capture(self, ws: torch.Tensor, noise_mode: str, force_fp32: bool, impl: str | None, with_source: bool,
-                 weights: tuple) -> CapturedForward:
+    def _capture(self, ws: torch.Tensor, noise_mode: str, force_fp32: bool, impl: str | None,
+                 with_source: bool) -> CapturedForward:
         static_ws = ws.detach().clone()
         options = {} if impl is None else {"impl": impl}
         shapes: list[tuple[int, int]] = []
@@ -148,7 +147,13 @@ class CudaGraphSynthesis:
             buffers.extend(torch.empty([batch, 1, r, r], device=ws.device) for batch, r in shapes)
             with recording_derived_operands() as derived:
                 replay, image = record_graph(forward, ws.device)
-        return CapturedForward(replay, static_ws, image, buffers, weights, derived)
+        tensors = self._tensors()
+        return CapturedForward(replay, static_ws, image, buffers, tensors, _versions(tensors), derived)
+
+
+def _versions(tensors: list[torch.Tensor]) -> tuple:
+    """Each tensor's storage and version counter: what an in-place update or a move changes (host only)."""
+    return tuple((t.data_ptr(), t._version) for t in tensors)
 
 
 def warm_up_on_side_stream(warm_up: Callable[[], None], device: torch.device) -> None:

@@ -182,3 +182,22 @@ def test_an_in_place_weight_update_is_recorded_again(eager_recorder):
     assert torch.equal(graphed(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const"))
     assert not torch.equal(graphed(ws, noise_mode="const"), first)
     assert len(eager_recorder) == 2 and graphed.captures == 1
+
+
+@pytest.mark.parametrize("noise_mode", ["const", "random"])
+def test_generate_with_cuda_graph_writes_the_eager_files(eager_recorder, tmp_path, noise_mode):
+    from sgtriton.generation.run import run_generation
+
+    G = tiny_generator("moddemod", "reference")
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.5)
+    quiet = {"echo": lambda m: None, "warn": lambda m: None, "show_progress": False, "grid": False}
+    for graphed in (False, True):  # seeds 0-2 in batches of 2: a ragged last batch, two signatures
+        run_generation(G, tmp_path / str(graphed), seeds=[0, 1, 2], batch_size=2, noise_mode=noise_mode,
+                       file_format="npz", cuda_graph=graphed, **quiet)
+    for seed in (0, 1, 2):
+        name = f"seed{seed:04d}.npz"
+        assert (tmp_path / "True" / name).read_bytes() == (tmp_path / "False" / name).read_bytes(), name
+    assert len(eager_recorder) == 2

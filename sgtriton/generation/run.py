@@ -94,15 +94,15 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
     started = time.perf_counter()
     fmt = image_format(file_format)
     device = topology.device
-    if cuda_graph and torch.device(device).type != "cuda":
-        raise GenerationError(f"--cuda-graph needs a CUDA device, got {device}")
+    graphed = None
+    if cuda_graph:
+        from sgtriton import cuda_graph as graphs
+
+        if torch.device(device).type != graphs.DEVICE_TYPE:
+            raise GenerationError(f"--cuda-graph needs a CUDA device, got {device}")
+        graphed = graphs.CudaGraphSynthesis(G.synthesis)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    synthesis = G.synthesis
-    if cuda_graph:
-        from sgtriton.cuda_graph import CudaGraphSynthesis
-
-        synthesis = CudaGraphSynthesis(G.synthesis)
 
     impl = resolve_impl(G.backend, torch.device(device), G.synthesis.block_type.implementations)
     options: dict[str, Any] = {"noise_mode": noise_mode, "batch_size": batch_size, "format": fmt.name,
@@ -159,10 +159,10 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
                 index, todo, _ = my_batches[step]
                 batch = layout[index]
                 if ws is not None:
-                    img = _synthesize(G, synthesis, ws[batch], noise_mode, batch)
+                    img = _synthesize(G, graphed, ws[batch], noise_mode, batch)
                 else:
                     z = torch.cat([seed_to_z(s, G.z_dim) for s in batch]).to(device)
-                    img = _synthesize(G, synthesis, z, noise_mode, batch, label.repeat(len(batch), 1), psi, cutoff)
+                    img = _synthesize(G, graphed, z, noise_mode, batch, label.repeat(len(batch), 1), psi, cutoff)
                 todo_set = set(todo)
                 images = [(item, file_name(item), array) for item, array in zip(batch, to_uint8(img), strict=True)]
                 writer.submit(index, [x for x in images if x[0] in todo_set])
@@ -189,15 +189,19 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
     return report
 
 
-def _synthesize(G, synthesis, latents: torch.Tensor, noise_mode: str, seeds: Sequence[int], label=None, psi=None,
+def _synthesize(G, graphed, latents: torch.Tensor, noise_mode: str, seeds: Sequence[int], label=None, psi=None,
                 cutoff=None) -> torch.Tensor:
-    """One batch: ``synthesis(G.mapping(z, label, psi, cutoff))`` for z (what ``G(z, ...)`` computes),
-    ``synthesis(ws)`` for projected ws; random noise drawn per sample from its seed's generator."""
+    """One batch: ``G(z, label, psi, cutoff)`` for z, ``G.synthesis(ws)`` for projected ws; random
+    noise drawn per sample from its seed's generator. With ``graphed`` (a
+    :class:`~sgtriton.cuda_graph.CudaGraphSynthesis`) the synthesis network is replayed from it,
+    after the mapping for z (``G(z, ...)`` is ``G.synthesis(G.mapping(z, ...))``)."""
     def forward():
-        if label is None:
-            return synthesis(latents, noise_mode=noise_mode)
-        ws = G.mapping(latents, label, truncation_psi=psi, truncation_cutoff=cutoff)
-        return synthesis(ws, noise_mode=noise_mode)
+        if graphed is None:
+            if label is None:
+                return G.synthesis(latents, noise_mode=noise_mode)
+            return G(latents, label, truncation_psi=psi, truncation_cutoff=cutoff, noise_mode=noise_mode)
+        ws = latents if label is None else G.mapping(latents, label, truncation_psi=psi, truncation_cutoff=cutoff)
+        return graphed(ws, noise_mode=noise_mode)
 
     if noise_mode != "random":
         return forward()
