@@ -1,8 +1,9 @@
 """CUDA-graph replay of ``G.synthesis`` equals the eager forward bit for bit (skipped without CUDA).
 
-``stylegan2-f`` at 256^2, batch 1, on the Triton kernels: NVlabs mixed fp16 (the preset's fp16
-blocks) and fp32 (``force_fp32``), noise ``const`` and per-sample ``random``; the global-RNG
-``random`` noise differs per replay; an in-place weight update is seen (the graph is recaptured).
+``stylegan2-f`` at 256^2, batch 1, on the Triton kernels: NVlabs mixed fp16 (``num_fp16_res=4,
+conv_clamp=256``: the four highest resolutions in fp16) and fp32, noise ``const`` and per-sample
+``random``; the global-RNG ``random`` noise differs per replay; an in-place weight update is seen
+(the graph is recorded again).
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from sgtriton.blocks.layers import per_sample_noise
 pytestmark = pytest.mark.gpu
 
 
+MIXED_FP16 = {"num_fp16_res": 4, "conv_clamp": 256}
+
+
+def generator(fp16: bool):
+    return build_generator("stylegan2-f", img_resolution=256, seed=0, backend="triton", device="cuda",
+                           **(MIXED_FP16 if fp16 else {}))
+
+
 @pytest.fixture(scope="module")
 def G():
-    return build_generator("stylegan2-f", img_resolution=256, seed=0, backend="triton", device="cuda")
+    return generator(fp16=True)
 
 
 def _ws(G, seed: int = 0) -> torch.Tensor:
@@ -26,15 +35,17 @@ def _ws(G, seed: int = 0) -> torch.Tensor:
     return G.mapping(z, None)
 
 
-@pytest.mark.parametrize("force_fp32", [False, True], ids=["fp16", "fp32"])
-def test_replay_equals_eager_bit_for_bit(G, force_fp32):
+@pytest.mark.parametrize("fp16", [True, False], ids=["fp16", "fp32"])
+def test_replay_equals_eager_bit_for_bit(G, fp16):
+    G = G if fp16 else generator(fp16=False)
+    assert G.synthesis.b256.use_fp16 == fp16
     graphed = CudaGraphSynthesis(G.synthesis)
     for seed in (0, 1, 2):  # the first call captures, the others replay with new ws
         ws = _ws(G, seed)
-        eager = G.synthesis(ws, noise_mode="const", force_fp32=force_fp32)
-        again = G.synthesis(ws, noise_mode="const", force_fp32=force_fp32)
+        eager = G.synthesis(ws, noise_mode="const")
+        again = G.synthesis(ws, noise_mode="const")
         assert torch.equal(again, eager), "the eager forward is not deterministic: nothing to compare bits with"
-        replay = graphed(ws, noise_mode="const", force_fp32=force_fp32)
+        replay = graphed(ws, noise_mode="const")
         assert replay.dtype == eager.dtype == torch.float32
         assert torch.equal(replay, eager), (seed, (replay - eager).abs().max().item())
     assert graphed.captures == 1
@@ -62,13 +73,14 @@ def test_global_rng_noise_differs_per_replay(G):
 def test_an_in_place_weight_update_is_seen(G):
     graphed = CudaGraphSynthesis(G.synthesis)
     ws = _ws(G)
-    graphed(ws, noise_mode="const")
+    before = graphed(ws, noise_mode="const")
     conv = G.synthesis.b64.conv0  # an up=2 layer: its phase weights are derived from the weight
     saved = conv.weight.detach().clone()
     try:
         with torch.no_grad():
-            conv.weight.mul_(1.5)
-        assert torch.equal(graphed(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const"))
+            conv.weight[:, :1].mul_(3)  # not a uniform scale, which demodulation cancels
+        after = graphed(ws, noise_mode="const")
+        assert torch.equal(after, G.synthesis(ws, noise_mode="const")) and not torch.equal(after, before)
     finally:
         with torch.no_grad():
             conv.weight.copy_(saved)
