@@ -79,6 +79,17 @@ def test_detector_refuses_each_kind_of_host_work():
     assert "no device=" in _refused(lambda: torch.ones([2]))
 
 
+@torch.library.custom_op("sgtriton_tests::offset_by_host_arange", mutates_args=())
+def _offset_by_host_arange(x: torch.Tensor) -> torch.Tensor:
+    return x + torch.arange(x.shape[-1]).to(x.device)  # a host-made tensor, hidden inside an op
+
+
+def test_detector_sees_inside_custom_ops():
+    """The kernels run inside ``torch.library`` custom ops: the check must see what their Python does."""
+    x = torch.zeros(2, 3)
+    assert "no device=" in _refused(lambda: torch.ops.sgtriton_tests.offset_by_host_arange(x))
+
+
 def test_detector_allows_device_work():
     x = torch.arange(6.0).reshape(2, 3)
     with no_host_syncs():

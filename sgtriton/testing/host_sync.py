@@ -4,7 +4,8 @@ A CUDA graph records what the host enqueues on a stream and replays it without t
 forward can be captured only if, after its warm-up, it never needs the host to see a device value
 or to feed the device host memory. On a GPU such a call fails the capture; :func:`no_host_syncs`
 finds the same calls on any device, the CPU included (the Triton backend under the interpreter
-and the reference backend alike), by intercepting the torch API (a ``TorchFunctionMode``).
+and the reference backend alike), by wrapping those torch functions and tensor methods while it
+is active.
 
 What counts, and why each one is refused:
 
@@ -31,11 +32,11 @@ the GPU running that kernel. Ops that only allocate on the tensor's device (``em
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode, resolve_name
 
 
 class HostSyncError(RuntimeError):
@@ -56,6 +57,10 @@ FACTORIES = (torch.arange, torch.zeros, torch.ones, torch.empty, torch.full, tor
              torch.randint, torch.randperm, torch.linspace, torch.logspace, torch.eye, torch.empty_strided,
              torch.scalar_tensor, torch.normal)
 COPIES = (_T.to, _T.cuda, _T.copy_)
+#: Judged by their arguments (the originals: the check replaces the attributes while it runs).
+WHERE = torch.where
+INDEXING = (_T.__getitem__, _T.__setitem__)
+REPEATS = (torch.repeat_interleave, _T.repeat_interleave)
 
 
 def _devices(args: tuple, kwargs: dict) -> set[torch.device]:
@@ -75,13 +80,13 @@ def host_work(func: Callable, args: tuple, kwargs: dict) -> str | None:
         return "reads a tensor value on the host"
     if func in DATA_DEPENDENT:
         return "has an output shape that depends on the data"
-    if func is torch.where and len(args) + len(kwargs) == 1:
+    if func is WHERE and len(args) + len(kwargs) == 1:
         return "has an output shape that depends on the data (one-argument where)"
-    if func in (_T.__getitem__, _T.__setitem__) and len(args) > 1:
+    if func in INDEXING and len(args) > 1:
         index = args[1] if isinstance(args[1], tuple) else (args[1],)
         if any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in index):
             return "indexes with a boolean mask (an output shape that depends on the data)"
-    if func in (torch.repeat_interleave, _T.repeat_interleave) and kwargs.get("output_size") is None:
+    if func in REPEATS and kwargs.get("output_size") is None:
         repeats = kwargs.get("repeats", args[1] if len(args) > 1 else None)
         if isinstance(repeats, torch.Tensor) and repeats.numel() > 1:
             return "repeats by a tensor without output_size (an output shape that depends on the data)"
@@ -94,44 +99,42 @@ def host_work(func: Callable, args: tuple, kwargs: dict) -> str | None:
     return None
 
 
-class _HostWorkMode(TorchFunctionMode):
+#: ``(owner, attribute)`` of every function :func:`host_work` judges: the check wraps these in place.
+CHECKED = tuple(
+    (owner, func.__name__)
+    for owner, funcs in ((_T, (*VALUE_READS, *DATA_DEPENDENT, *COPIES, *INDEXING, *REPEATS)),
+                         (torch, (*DATA_DEPENDENT, *FROM_HOST_DATA, *FACTORIES, WHERE, *REPEATS)))
+    for func in funcs if getattr(owner, func.__name__, None) is func
+)
+
+
+class _Check:
+    """The wrappers' shared state: paused while Triton's interpreter runs a kernel."""
+
     def __init__(self) -> None:
-        super().__init__()
         self.paused = 0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if not self.paused:
-            reason = host_work(func, args, kwargs)
-            if reason is not None:
-                name = resolve_name(func) or getattr(func, "__name__", repr(func))
-                raise HostSyncError(f"{name} {reason}; a CUDA graph cannot replay it")
-        return func(*args, **kwargs)
+    def wrap(self, func: Callable, name: str) -> Callable:
+        @functools.wraps(func)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if not self.paused:
+                reason = host_work(func, args, kwargs)
+                if reason is not None:
+                    raise HostSyncError(f"{name} {reason}; a CUDA graph cannot replay it")
+            return func(*args, **kwargs)
 
+        return checked
 
-@contextlib.contextmanager
-def _interpreter_exempt(mode: _HostWorkMode) -> Iterator[None]:
-    """Pause the check while Triton's interpreter runs a kernel (it copies the kernel's arguments
-    to host memory and back: that is the simulated GPU at work, not the forward's host code)."""
-    try:
-        from triton.runtime.interpreter import GridExecutor
-    except ImportError:
-        yield
-        return
-    original = GridExecutor.__call__
+    def exempt(self, func: Callable) -> Callable:
+        @functools.wraps(func)
+        def unchecked(*args: Any, **kwargs: Any) -> Any:
+            self.paused += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.paused -= 1
 
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        mode.paused += 1
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            mode.paused -= 1
-
-    GridExecutor.__call__ = call
-    try:
-        yield
-    finally:
-        GridExecutor.__call__ = original
+        return unchecked
 
 
 @contextlib.contextmanager
@@ -139,7 +142,28 @@ def no_host_syncs() -> Iterator[None]:
     """Within the block, any host work of the kinds the module docstring lists raises :class:`HostSyncError`.
 
     Run a forward once to warm it up (compiles, weight-derived caches), then again inside this
-    block: that second call is what a CUDA graph would capture."""
-    mode = _HostWorkMode()
-    with _interpreter_exempt(mode), mode:
+    block: that second call is what a CUDA graph would capture.
+
+    The judged functions are replaced in ``torch`` and on ``torch.Tensor`` for the duration (process
+    wide), so every call is seen wherever it is made: inside ``torch.library`` custom ops and other
+    Python-implemented functions too, which a ``TorchFunctionMode`` would see only from the outside.
+    Triton's interpreter is exempt while it runs a kernel (it copies the kernel's arguments to host
+    memory and back: that is the simulated GPU at work, not the forward's host code).
+    """
+    check = _Check()
+    patched = [(owner, name, getattr(owner, name)) for owner, name in CHECKED]
+    try:
+        from triton.runtime.interpreter import GridExecutor
+    except ImportError:
+        GridExecutor = None
+    if GridExecutor is not None:
+        patched.append((GridExecutor, "__call__", GridExecutor.__call__))
+    try:
+        for owner, name, original in patched:
+            label = f"{'torch' if owner is torch else owner.__name__}.{name}"
+            wrapper = check.exempt(original) if owner is GridExecutor else check.wrap(original, label)
+            setattr(owner, name, wrapper)
         yield
+    finally:
+        for owner, name, original in patched:
+            setattr(owner, name, original)
