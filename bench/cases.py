@@ -7,8 +7,9 @@ baselines cannot drift), the other providers' functions with the same signature 
 they cannot run), the cost from :mod:`sgtriton.graph.cost`, and how many images one call makes.
 
 Sizes: on CUDA, ops at StyleGAN2 config-F channel counts from 32^2 to 1024^2, batch 1 and 8, fp32
-and fp16; generators at 256^2 and 1024^2 in fp32 and NVlabs mixed fp16 -- ``stylegan1`` and
-``stylegan2-f`` at batch 1/8 in the ``quick`` suite, every preset at batch 1/8/32 in ``full``.
+and fp16; generators at 256^2 and 1024^2 in fp32 and NVlabs mixed fp16 -- ``stylegan2-f`` (config
+F) at batch 1/8/32 and ``stylegan1`` at batch 1/8 in the ``quick`` suite, every preset at batch
+1/8/32 in ``full``; the ``short`` suite is three config-F cases (:data:`SHORT_GPU_CASES`).
 On a CPU: small sizes, fp32 only (fp16 blocks run in fp32 off CUDA), plus the README example,
 ``stylegan2-f`` 256^2 batch 1, against the NVlabs-style baseline of :mod:`bench.nvlabs_style`.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import torch
 
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.graph.cost import (
     Cost,
     GeneratorCost,
@@ -35,12 +37,11 @@ from sgtriton.graph.cost import (
     node_cost,
     upfirdn2d_cost,
 )
-from sgtriton.graph.nodes import LayerNode
 
 SQRT2 = math.sqrt(2)
 FIR = (1, 3, 3, 1)
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-SUITES = ("quick", "full")
+SUITES = ("short", "quick", "full")
 #: The README's example and its speed target: `sgtriton generate` at 256^2, one image a call.
 README_CASE = ("stylegan2-f", 256, 1)
 
@@ -363,12 +364,33 @@ def generator_workload(device: torch.device, dtype: torch.dtype, batch: int, pre
     if not isinstance(alternatives["triton"], str):
         launches["triton"] = generator_cost(G.set_backend("triton"), batch, device).launches
         G.set_backend("reference")
+    alternatives["triton-graph"] = _graphed_triton(G, device, batch, truncation_psi, alternatives["triton"])
     if nvlabs_style.supports(G.config):
         baseline = nvlabs_style.nvlabs_style_like(G)
         alternatives["nvlabs"] = lambda z: baseline(z, truncation_psi, "const")
     else:
         alternatives["nvlabs"] = "the NVlabs-style baseline covers unconditional moddemod skip/orig generators"
     return Workload(run("reference"), (z,), cost, batch, alternatives, launches=launches)
+
+
+def _graphed_triton(G, device: torch.device, batch: int, truncation_psi: float,
+                    triton: Callable[..., torch.Tensor] | str) -> Callable[..., torch.Tensor] | str:
+    """``sgtriton generate --cuda-graph``'s computation: the mapping eagerly, the synthesis network
+    replayed from a CUDA graph (:class:`~sgtriton.cuda_graph.CudaGraphSynthesis`), on the Triton kernels."""
+    if isinstance(triton, str):
+        return triton
+    if device.type != "cuda":
+        return "CUDA graphs need a CUDA device"
+    if batch != 1:
+        return "measured at batch 1, where launch overhead dominates"
+    from sgtriton.cuda_graph import CudaGraphSynthesis
+
+    graphed = CudaGraphSynthesis(G.synthesis)
+
+    def call(z):
+        ws = G.mapping(z, None, truncation_psi=truncation_psi, impl="triton")
+        return graphed(ws, noise_mode="const", impl="triton")
+    return call
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,15 +455,29 @@ def op_cases(device_type: str, suite: str = "quick") -> list[Case]:
 
 PRESETS_ORDER = ("stylegan1", "revised", "stylegan2-b", "stylegan2-e", "stylegan2-f")
 
+_COMPILE_COST = ("compile", "torch.compile of a whole generator costs tens of seconds per case; the short suite "
+                            "compiles for the 1024^2 batch-8 fp16 case only")
+#: The ``short`` suite on CUDA (``bench/device_check.sh``): batch-1 latency with and without the CUDA
+#: graph at 256^2, and the throughput case the speed goals name (config F 1024^2, fp16, batch 8).
+SHORT_GPU_CASES = (
+    ("stylegan2-f", 256, 1, torch.float16, (_COMPILE_COST,)),
+    ("stylegan2-f", 256, 1, torch.float32, (_COMPILE_COST,)),
+    ("stylegan2-f", 1024, 8, torch.float16, ()),
+)
+
 
 def generator_cases(device_type: str, suite: str = "quick") -> list[Case]:
     """Whole-generator cases for ``device_type``; the README example comes first on a CPU."""
     cases: list[Case] = []
+    if device_type == "cuda" and suite == "short":
+        return [Case("generator", f"{preset} {res}x{res} N{batch}", dtype, generator_workload,
+                     (("batch", batch), ("preset", preset), ("resolution", res)), excluded)
+                for preset, res, batch, dtype, excluded in SHORT_GPU_CASES]
     if device_type == "cuda":
-        presets = PRESETS_ORDER if suite == "full" else ("stylegan1", "stylegan2-f")
-        batches = (1, 8, 32) if suite == "full" else (1, 8)
         for dtype in (torch.float32, torch.float16):
-            for preset in presets:
+            for preset in (PRESETS_ORDER if suite == "full" else ("stylegan1", "stylegan2-f")):
+                # config F at every batch size in one run; the other presets at 32 in the full suite only
+                batches = (1, 8, 32) if suite == "full" or preset == "stylegan2-f" else (1, 8)
                 for res in (256, 1024):
                     for batch in batches:
                         cases.append(_case("generator", f"{preset} {res}x{res} N{batch}", dtype, generator_workload,
@@ -451,6 +487,8 @@ def generator_cases(device_type: str, suite: str = "quick") -> list[Case]:
     preset, res, batch = README_CASE
     cases.append(_case("generator", f"{preset} {res}x{res} N{batch}", torch.float32, generator_workload,
                        batch=batch, preset=preset, resolution=res))
+    if suite == "short":
+        return cases
     small = [(p, 32, 1) for p in PRESETS_ORDER] + [("stylegan2-f", 64, 4)]
     if suite == "full":
         small += [("stylegan1", 256, 1), ("stylegan2-e", 256, 1), ("stylegan2-f", 128, 4)]
@@ -464,8 +502,12 @@ def generator_cases(device_type: str, suite: str = "quick") -> list[Case]:
 
 
 def all_cases(device_type: str, suite: str = "quick") -> list[Case]:
+    """Every case of ``suite``: ``short`` is config F's generator alone (the device check's budget),
+    ``quick`` adds the ops and the training step, ``full`` more sizes and presets."""
     if suite not in SUITES:
         raise ValueError(f"suite={suite!r}: expected one of {SUITES}")
+    if suite == "short":
+        return generator_cases(device_type, suite)
     from bench.training_step import training_step_cases  # builds on this module's Case and helpers
 
     return op_cases(device_type, suite) + generator_cases(device_type, suite) + training_step_cases(device_type, suite)

@@ -4,6 +4,8 @@
 * ``compile``   -- ``torch.compile`` of the same reference function (Inductor, default mode);
 * ``triton``    -- sgtriton's Triton kernels (``impl='triton'``); CUDA only: without a GPU the
   kernels would run under Triton's interpreter, which is a correctness tool and is never timed;
+* ``triton-graph`` -- whole generators at batch 1 on CUDA: the mapping on the Triton kernels, then
+  the synthesis network replayed from a CUDA graph (``sgtriton generate --cuda-graph``);
 * ``nvlabs``    -- the NVlabs-style plain-PyTorch generator of :mod:`bench.nvlabs_style`
   (whole-generator cases of ``moddemod`` skip/orig configs only).
 
@@ -21,11 +23,12 @@ import torch
 from bench.cases import Workload
 
 BASELINE = "reference"
-PROVIDERS = ("reference", "compile", "triton", "nvlabs")
+PROVIDERS = ("reference", "compile", "triton", "triton-graph", "nvlabs")
 DESCRIPTIONS = {
     "reference": "PyTorch reference ops, eager (baseline)",
     "compile": "torch.compile(reference), Inductor default mode",
     "triton": "sgtriton Triton kernels (CUDA only)",
+    "triton-graph": "sgtriton Triton kernels, synthesis replayed from a CUDA graph (CUDA, batch 1)",
     "nvlabs": "straightforward NVlabs-style PyTorch generator (bench/nvlabs_style.py)",
 }
 
@@ -52,7 +55,7 @@ def make_call(provider: str, workload: Workload, device: torch.device) -> Callab
         torch._dynamo.reset()  # a fresh cache: the first call measures compilation, no recompile limit
         fn = torch.compile(workload.fn, dynamic=False)
     else:
-        if provider == "triton":
+        if provider in ("triton", "triton-graph"):
             _check_compiled_triton(device)
         fn = workload.alternatives.get(provider, f"no {provider} implementation for this case")
         if isinstance(fn, str):

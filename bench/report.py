@@ -8,7 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.providers import BASELINE
+from bench.providers import BASELINE, PROVIDERS
+from sgtriton.files import atomic_write
 
 SCHEMA = "sgtriton-bench/1"
 
@@ -55,10 +56,13 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, dict[str, Any]])
     """The results as a fixed-width table, then the geometric means."""
     graphs = any(r.get("cudagraph_median_ms") is not None for r in rows)
     roof = any(r.get("roofline_fraction") is not None for r in rows)
-    head = f"{'case':<54} {'provider':<10} {'median ms':>10} {'IQR ms':>8} {'speedup':>8}"
+    rates = any(r.get("tflops_per_s") is not None for r in rows)
+    head = f"{'case':<54} {'provider':<12} {'median ms':>10} {'IQR ms':>8} {'speedup':>8}"
     if graphs:
         head += f" {'graph ms':>9} {'g.speedup':>9}"
     head += f" {'cold ms':>9}"
+    if rates:
+        head += f" {'TFLOP/s':>8}"
     if roof:
         head += f" {'roofline':>8}"
     head += "  note"
@@ -67,7 +71,7 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, dict[str, Any]])
     for r in rows:
         case = r["case"] if r["case"] != last_case else ""
         last_case = r["case"]
-        line = f"{case:<54.54} {r['provider']:<10}"
+        line = f"{case:<54.54} {r['provider']:<12}"
         if r["status"] != "ok":
             lines.append(f"{line} {r['status']}: {r.get('reason', '')[:100]}")
             continue
@@ -77,6 +81,9 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, dict[str, Any]])
             gspeed = f"{r['speedup_cudagraph']:.2f}x" if r.get("speedup_cudagraph") else "-"
             line += f" {_ms(r.get('cudagraph_median_ms')):>9} {gspeed:>9}"
         line += f" {_ms(r.get('cold_ms')):>9}"
+        if rates:
+            tflops = r.get("tflops_per_s")
+            line += f" {f'{tflops:.3g}' if tflops is not None else '-':>8}"
         if roof:
             frac = r.get("roofline_fraction")
             line += f" {f'{100 * frac:.1f}%' if frac is not None else '-':>8}"
@@ -105,7 +112,7 @@ def write_json(path: Path, environment: dict[str, Any], settings: dict[str, Any]
                summary: dict[str, dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"schema": SCHEMA, "environment": environment, "settings": settings, "summary": summary, "results": rows}
-    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    atomic_write(path, json.dumps(data, indent=1, default=str) + "\n")  # a killed run leaves the last whole file
 
 
 def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,7 +122,8 @@ def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dic
     return merged + [r for r in new if (r["case"], r["provider"]) in fresh]
 
 
-PROVIDER_COLOURS = {"compile": (66, 133, 244), "triton": (234, 67, 53), "nvlabs": (120, 120, 120)}
+PROVIDER_COLOURS = {"compile": (66, 133, 244), "triton": (234, 67, 53), "triton-graph": (251, 140, 0),
+                    "nvlabs": (120, 120, 120)}
 
 
 def draw_chart(path: Path, rows: list[dict[str, Any]], title: str) -> None:
@@ -173,7 +181,7 @@ def markdown_table(data: dict[str, Any]) -> str:
     """A results file as the Markdown table ``bench/README.md`` shows, with its provenance line."""
     env = data["environment"]
     rows = data["results"]
-    providers = [p for p in ("reference", "compile", "triton", "nvlabs")
+    providers = [p for p in PROVIDERS
                  if any(r["provider"] == p and r["status"] == "ok" for r in rows)]
     head = "| case | " + " | ".join(
         "reference eager ms (IQR)" if p == BASELINE else f"{p} ms (speedup)" for p in providers) + " | compile cold s |"

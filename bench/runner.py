@@ -46,6 +46,8 @@ from bench.timing import (
 from sgtriton.graph.cost import device_peak, roofline_fraction
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
+#: Providers that replay CUDA graphs themselves: ``do_bench_cudagraph`` would capture a graph launch.
+GRAPHED_PROVIDERS = ("triton-graph",)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def start_provider(case: case_table.Case, workload: case_table.Workload, provide
 def time_on_cuda(row: dict[str, Any], call, settings: Settings) -> Stats:
     """``do_bench`` samples, and ``do_bench_cudagraph`` beside them (recorded in ``row``)."""
     stats = Stats.from_samples(cuda_samples(call, settings.warmup_ms, settings.rep_ms))
-    if settings.cudagraph:
+    if settings.cudagraph and row["provider"] not in GRAPHED_PROVIDERS:
         try:
             graph = Stats.from_samples(cudagraph_samples(call, settings.rep_ms))
             row.update(cudagraph_median_ms=graph.median_ms, cudagraph_iqr_ms=graph.iqr_ms)
@@ -280,14 +282,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: load average {load:.1f} on {env['cpu_cores']} cores before the run: other processes compete "
               f"for the CPU and the timings will be noisy (with more torch threads than idle cores, every "
               f"parallel region waits for a descheduled thread)", file=sys.stderr)
+    path = args.out / f"{device_slug(env)}-{env['date']}.json"
+    earlier = json.loads(path.read_text())["results"] if args.merge and path.exists() else []
+    settings_dict = {**asdict(settings), "suite": args.suite, "groups": groups, "filter": args.filter,
+                     "providers": providers, "threads": args.threads, "argv": sys.argv[1:],
+                     "roofline_peak": asdict(peak) if peak else None}
     rows: list[dict[str, Any]] = []
     for i, case in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {case.id}", file=sys.stderr, flush=True)
         rows.extend(run_case(case, providers, device, settings, peak))
+        if not args.no_save and i < len(cases):  # a run cut short by a time limit keeps its finished cases
+            so_far = merge_rows(earlier, rows)
+            write_json(path, env, {**settings_dict, "partial": f"{i} of {len(cases)} cases"}, so_far,
+                       summarize(so_far))
 
-    path = args.out / f"{device_slug(env)}-{env['date']}.json"
-    if args.merge and path.exists():
-        rows = merge_rows(json.loads(path.read_text())["results"], rows)
+    rows = merge_rows(earlier, rows)
     summary = summarize(rows)
     print(format_table(rows, summary))
     dirty = " (uncommitted changes)" if env["git_dirty"] else ""
@@ -297,9 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     print(readme_line(rows))
     if args.no_save:
         return 0
-    settings_dict = {**asdict(settings), "suite": args.suite, "groups": groups, "filter": args.filter,
-                     "providers": providers, "threads": args.threads, "argv": sys.argv[1:],
-                     "roofline_peak": asdict(peak) if peak else None}
     write_json(path, env, settings_dict, rows, summary)
     title = (f"sgtriton speedup vs reference eager (log scale)\n{env['device_name']} - {env['date']} - "
              f"torch {env['torch']} - commit {str(env['git_commit'])[:10]}{dirty}")

@@ -22,6 +22,7 @@ _EXPORTS = {
     "build_generator": "sgtriton.generator",
     "load": "sgtriton.checkpoints",
     "save": "sgtriton.checkpoints",
+    "CudaGraphSynthesis": "sgtriton.cuda_graph",
     "available_blocks": "sgtriton.registry",
     "register_block": "sgtriton.registry",
 }

@@ -200,10 +200,13 @@ def _check_cutoff(G: Any, cutoff: int | None) -> None:
               help="Keep files that match outdir's manifest; regenerate missing or corrupt ones.")
 @click.option("--grid/--no-grid", default=True, show_default=True,
               help="Also write grid.png (single-process runs only).")
+@click.option("--cuda-graph", is_flag=True, default=False,
+              help="Replay the synthesis network from a CUDA graph per batch shape (CUDA only; same images, "
+                   "less launch overhead).")
 @click.option("--outdir", type=OUTPUT_DIR, required=True, help="Where to write the images (created if missing).")
 def generate(network, preset, resolution, block, block_kwargs, init_seed, backend, device, seeds,
              truncation_psi, truncation_cutoff, class_idx, noise_mode, projected_w, batch_size, file_format,
-             resume, grid, outdir):
+             resume, grid, cuda_graph, outdir):
     """Generate images (seedNNNN.png, grid.png and manifest.jsonl) with NVlabs generate.py conventions.
 
     Under torchrun the seeds are shared out over the ranks; every file is byte-identical to a
@@ -216,6 +219,9 @@ def generate(network, preset, resolution, block, block_kwargs, init_seed, backen
         _fail("--seeds: required unless --projected-w is given")
     try:
         with distributed.session(device) as topology:
+            if cuda_graph and topology.device.type != "cuda":
+                _fail(f"--cuda-graph needs a CUDA device (got --device {topology.device}); drop --cuda-graph "
+                      f"to run eagerly")
             G = open_generator(network, preset, resolution, block, block_kwargs, init_seed, backend,
                                str(topology.device))
             _check_cutoff(G, truncation_cutoff)
@@ -231,7 +237,7 @@ def generate(network, preset, resolution, block, block_kwargs, init_seed, backen
             run_generation(G, outdir, seeds=None if projected_w is not None else seeds, projected_ws=projected_w,
                            class_idx=class_idx, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                            noise_mode=noise_mode, batch_size=batch_size, file_format=file_format, resume=resume,
-                           grid=grid, topology=topology, echo=click.echo,
+                           grid=grid, cuda_graph=cuda_graph, topology=topology, echo=click.echo,
                            warn=lambda message: click.echo(message, err=True))
     except (GenerationError, ManifestError, distributed.LaunchError) as exc:
         _fail(str(exc))
@@ -248,10 +254,12 @@ def generate(network, preset, resolution, block, block_kwargs, init_seed, backen
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None, help="Backend whose kernels to show.")
 @click.option("--device", type=PLAN_DEVICE, default=None,
               help="cpu|cuda|cuda:N, the device the plan is for (needs none) [default: cuda if available, else cpu].")
-def plan(preset, network, resolution, block, block_kwargs, backend, device):
-    """Print the generator graph: nodes, shapes, parameters, FLOPs and kernels."""
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print the plan as JSON: generator, nodes, totals (parameters, FLOPs, launches per forward).")
+def plan(preset, network, resolution, block, block_kwargs, backend, device, as_json):
+    """Print the generator graph: nodes, shapes, parameters, FLOPs, kernels and launches per forward."""
     from sgtriton.backends import default_device
-    from sgtriton.graph.plan import format_plan, meta_generator, plan_rows
+    from sgtriton.graph.plan import format_plan, meta_generator, plan_json, plan_rows
 
     device = device or default_device()
     if network is not None:
@@ -268,7 +276,13 @@ def plan(preset, network, resolution, block, block_kwargs, backend, device):
             G = meta_generator(preset, backend=backend, **kwargs)
         except (ValueError, TypeError) as exc:
             _fail(cli_spelling(str(exc)))
-    click.echo(format_plan(G, plan_rows(G, device)))
+    rows = plan_rows(G, device)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(plan_json(G, rows), indent=2))
+    else:
+        click.echo(format_plan(G, rows))
 
 
 @main.command()

@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
+from sgtriton.filters import STYLEGAN_FILTER
 
 ARCHITECTURES = ("orig", "skip", "resnet")
 MAPPING_FLAVOURS = ("stylegan2", "stylegan1")

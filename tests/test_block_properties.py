@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sgtriton.blocks.adain import AdaINLayer
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.blocks.revised import RevisedLayer
-from sgtriton.graph.nodes import LayerNode
 from sgtriton.ops.modconv import modulated_conv2d_layer
 from sgtriton.ops.normalization import rms_normalize_epilogue
 

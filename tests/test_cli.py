@@ -1,5 +1,7 @@
 """The command line: generate (NVlabs generate.py conventions), plan, blocks."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -120,6 +122,14 @@ def test_plan_and_blocks_commands():
     result = run(["plan", "stylegan2-f", "--resolution", "1024"])
     assert result.exit_code == 0
     assert "total parameters: 30,370,060" in result.output
+    launches = int(result.output.split("kernel launches (ops) per forward: ")[1].split()[0])
+    result = run(["plan", "stylegan2-f", "--resolution", "1024", "--backend", "triton", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["totals"]["parameters"] == 30_370_060 and plan["generator"]["backend"] == "triton"
+    assert plan["totals"]["launches_per_forward"] == sum(len(n["kernels"]) for n in plan["nodes"])
+    assert {"name", "kind", "out_shape", "flops", "kernels"} <= set(plan["nodes"][0])
+    assert launches > 0
     result = run(["blocks"])
     for name in ("adain", "moddemod", "revised"):
         assert name in result.output

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.graph.cost import (
     Cost,
     bias_act_cost,
@@ -15,7 +16,6 @@ from sgtriton.graph.cost import (
     roofline_seconds,
     upfirdn2d_cost,
 )
-from sgtriton.graph.nodes import LayerNode
 from sgtriton.graph.plan import meta_generator, plan_rows
 
 

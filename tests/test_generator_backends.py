@@ -127,3 +127,19 @@ def test_plan_lists_the_mapping_kernels_that_launch(preset, c_dim, monkeypatch, 
     assert Counter(launched) == planned, f"plan lists {dict(planned)}, launched {launched}"
     listed = {k for row in rows for k in row.kernels}
     assert listed - set(KERNELS) <= {"matmul", "repeat"}, listed  # what is not a kernel is a plain torch op
+
+
+@pytest.mark.parametrize("preset, architecture", [("stylegan2-f", "skip"), ("stylegan2-f", "resnet"),
+                                                  ("stylegan1", "orig")])
+def test_plan_launch_count_is_what_a_forward_launches(preset, architecture, monkeypatch, device):
+    """``sgtriton plan``'s launches per forward = the Triton kernels a whole forward launches plus the
+    plain torch ops the plan lists (the const's repeat)."""
+    from sgtriton.graph.plan import TORCH_OPS, plan_rows, plan_totals
+
+    synthesis = {**SMALL["synthesis_kwargs"], "architecture": architecture}
+    G = build_generator(preset, backend="triton", seed=0, **{**SMALL, "synthesis_kwargs": synthesis}).to(device)
+    rows = plan_rows(G, device)
+    torch_ops = sum(k in TORCH_OPS for row in rows for k in row.kernels)
+    launched = record_launches(monkeypatch)
+    G(torch.randn(1, 16, device=device), None, noise_mode="const")
+    assert len(launched) + torch_ops == plan_totals(G, rows)["launches_per_forward"], launched

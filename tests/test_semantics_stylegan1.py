@@ -34,7 +34,7 @@ import torch
 
 import sgtriton
 from sgtriton.blocks.adain import AdaINLayer, fused_upconv_kernel
-from sgtriton.graph.nodes import LayerNode
+from sgtriton.blocks.nodes import LayerNode
 
 SQRT2 = math.sqrt(2.0)
 

@@ -27,7 +27,7 @@ from torch import nn
 from sgtriton.backends import op_impl
 from sgtriton.blocks.base import BlockType
 from sgtriton.blocks.layers import FullyConnectedLayer, check_layer_input, layer_noise, rgb_with_skip
-from sgtriton.graph.nodes import LayerNode
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.ops.modconv import modulated_conv2d_layer
 from sgtriton.ops.normalization import adain_epilogue
 from sgtriton.ops.torgb import SKIP_FILTER

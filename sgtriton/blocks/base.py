@@ -1,6 +1,6 @@
 """The block-type contract: what a plugin provides to be a style block of a generator.
 
-A block type is the maths of one style layer. It turns :class:`~sgtriton.graph.nodes.LayerNode`
+A block type is the maths of one style layer. It turns :class:`~sgtriton.blocks.nodes.LayerNode`
 specs into ``torch.nn.Module`` s whose parameter names the checkpoint loaders and state dicts
 rely on. Built-in and third-party block types implement the same class and register the same way
 (the ``sgtriton.blocks`` entry-point group, or :func:`sgtriton.registry.register_block`).
@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from sgtriton.graph.nodes import LayerNode
+from sgtriton.blocks.nodes import LayerNode
 
 NOISE_MODES = ("random", "const", "none")
 IMPLEMENTATIONS = ("reference", "triton")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -56,20 +56,47 @@ class FullyConnectedLayer(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
 
 
-_SAMPLE_NOISE: contextvars.ContextVar[Sequence[torch.Generator] | None] = contextvars.ContextVar(
-    "sgtriton_sample_noise", default=None)
+#: ``draw(batch, resolution, device) -> [batch, 1, r, r]``: where ``noise_mode='random'`` draws from.
+NoiseSource = Callable[[int, int, torch.device], torch.Tensor]
+
+_NOISE_SOURCE: contextvars.ContextVar[NoiseSource | None] = contextvars.ContextVar(
+    "sgtriton_noise_source", default=None)
 
 
 @contextlib.contextmanager
-def per_sample_noise(generators: Sequence[torch.Generator]) -> Iterator[None]:
-    """Within this context, ``noise_mode='random'`` draws sample ``i``'s noise maps from ``generators[i]``
-    (CPU generators; one ``[1, 1, r, r]`` normal draw per noisy layer, in forward order), so each
-    sample's noise depends on its own generator only, not on the batch it shares or the device."""
-    token = _SAMPLE_NOISE.set(list(generators))
+def noise_source(source: NoiseSource) -> Iterator[None]:
+    """Within this context, every noisy layer's ``noise_mode='random'`` noise is ``source(batch, r,
+    device)``, called once per noisy layer in forward order (instead of the global RNG)."""
+    token = _NOISE_SOURCE.set(source)
     try:
         yield
     finally:
-        _SAMPLE_NOISE.reset(token)
+        _NOISE_SOURCE.reset(token)
+
+
+def active_noise_source() -> NoiseSource | None:
+    """The source installed by :func:`noise_source` (``None``: the global RNG)."""
+    return _NOISE_SOURCE.get()
+
+
+class PerSampleNoise:
+    """Sample ``i``'s noise maps from ``generators[i]`` (CPU generators; one ``[1, 1, r, r]`` normal draw
+    per noisy layer, in forward order), so each sample's noise depends on its own generator only,
+    not on the batch it shares or the device."""
+
+    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+        self.generators = list(generators)
+
+    def __call__(self, batch: int, resolution: int, device: torch.device) -> torch.Tensor:
+        if len(self.generators) != batch:
+            raise ValueError(f"per_sample_noise: {len(self.generators)} generator(s) for a batch of {batch}")
+        maps = [torch.randn([1, 1, resolution, resolution], generator=g) for g in self.generators]
+        return torch.cat(maps).to(device)
+
+
+def per_sample_noise(generators: Sequence[torch.Generator]) -> contextlib.AbstractContextManager[None]:
+    """:func:`noise_source` with a :class:`PerSampleNoise` of ``generators``."""
+    return noise_source(PerSampleNoise(generators))
 
 
 def layer_noise(
@@ -77,19 +104,16 @@ def layer_noise(
 ) -> torch.Tensor | None:
     """Unscaled noise for one layer: ``[N, 1, r, r]`` fresh normal, ``[r, r]`` stored, or ``None``.
 
-    Fresh noise comes from the global RNG, or from per-sample generators inside :func:`per_sample_noise`."""
+    Fresh noise comes from the global RNG, or from the source installed by :func:`noise_source`."""
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
     if noise_const is None or noise_mode == "none":
         return None
     if noise_mode == "random":
-        generators = _SAMPLE_NOISE.get()
-        if generators is None:
+        source = _NOISE_SOURCE.get()
+        if source is None:
             return torch.randn([batch, 1, resolution, resolution], device=device)
-        if len(generators) != batch:
-            raise ValueError(f"per_sample_noise: {len(generators)} generator(s) for a batch of {batch}")
-        maps = [torch.randn([1, 1, resolution, resolution], generator=g) for g in generators]
-        return torch.cat(maps).to(device)
+        return source(batch, resolution, device)
     return noise_const
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from sgtriton.backends import op_impl
 from sgtriton.blocks.base import BlockType
 from sgtriton.blocks.layers import FullyConnectedLayer, ModulatedToRGB, check_layer_input, layer_noise
-from sgtriton.graph.nodes import LayerNode
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.ops.modconv import modulated_conv2d_layer
 from sgtriton.ops.upfirdn2d import setup_filter
 

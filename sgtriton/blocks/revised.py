@@ -21,7 +21,7 @@ from sgtriton.backends import op_impl
 from sgtriton.blocks.base import BlockType
 from sgtriton.blocks.layers import ModulatedToRGB, check_layer_input, layer_noise
 from sgtriton.blocks.moddemod import ModulatedLayer, modulated_kernels
-from sgtriton.graph.nodes import LayerNode
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.ops.modconv import modulated_conv2d_layer
 from sgtriton.ops.normalization import rms_normalize_epilogue
 

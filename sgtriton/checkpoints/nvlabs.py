@@ -38,8 +38,8 @@ from sgtriton.checkpoints.assemble import (
 from sgtriton.checkpoints.errors import CheckpointError, quote
 from sgtriton.checkpoints.safe_pickle import PersistentRecord
 from sgtriton.config import MAX_RESOLUTION, GeneratorConfig
+from sgtriton.filters import STYLEGAN_FILTER
 from sgtriton.generator import Generator
-from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
 
 #: Class defaults of the two NVlabs flavours, used only where a pickle stores no value.
 FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {

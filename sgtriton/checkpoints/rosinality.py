@@ -36,8 +36,9 @@ from sgtriton.checkpoints.assemble import build_loaded_generator, channel_layout
 from sgtriton.checkpoints.errors import CheckpointError
 from sgtriton.checkpoints.safe_pickle import NamespaceRecord
 from sgtriton.config import MAX_RESOLUTION
+from sgtriton.filters import STYLEGAN_FILTER
 from sgtriton.generator import Generator
-from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter
+from sgtriton.ops.upfirdn2d import setup_filter
 
 #: rosinality's blur / upsample kernels: ``make_kernel([1, 3, 3, 1]) * factor**2``.
 BLUR_KERNEL = setup_filter(STYLEGAN_FILTER) * 4

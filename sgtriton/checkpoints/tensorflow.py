@@ -35,8 +35,8 @@ from sgtriton.checkpoints.assemble import build_loaded_generator, channel_layout
 from sgtriton.checkpoints.errors import CheckpointError, quote
 from sgtriton.checkpoints.safe_pickle import TFNetworkRecord
 from sgtriton.config import GeneratorConfig
+from sgtriton.filters import STYLEGAN_FILTER
 from sgtriton.generator import Generator
-from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
 
 #: Static kwargs that only choose run-time behaviour (or are checked against shapes).
 _IGNORED_KWARGS = {

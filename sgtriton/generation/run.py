@@ -77,13 +77,15 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
                    projected_ws: np.ndarray | None = None,
                    class_idx: int | None = None, truncation_psi: float | None = None,
                    truncation_cutoff: int | None = None, noise_mode: str = "const", batch_size: int = 1,
-                   file_format: str = "png", resume: bool = False, grid: bool = True,
+                   file_format: str = "png", resume: bool = False, grid: bool = True, cuda_graph: bool = False,
                    topology: distributed.Topology | None = None,
                    echo: Callable[[str], None] = print, warn: Callable[[str], None] = print,
                    show_progress: bool = True) -> GenerationReport:
     """Generate ``seeds`` (files ``seedNNNN.ext``) or the rows of ``projected_ws`` (``projNN.ext``)
     into ``outdir`` with a manifest; see the module docstring. ``topology`` (default: one process)
-    says which share of the job is this process's; ``echo``/``warn`` are called on rank 0 only."""
+    says which share of the job is this process's; ``echo``/``warn`` are called on rank 0 only.
+    ``cuda_graph`` replays the synthesis network from a :class:`~sgtriton.cuda_graph.CudaGraphSynthesis`
+    (CUDA only; the same images)."""
     from tqdm import tqdm
 
     topology = topology or distributed.Topology(device=next(G.parameters()).device)
@@ -92,6 +94,13 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
     started = time.perf_counter()
     fmt = image_format(file_format)
     device = topology.device
+    graphed = None
+    if cuda_graph:
+        from sgtriton import cuda_graph as graphs
+
+        if torch.device(device).type != graphs.DEVICE_TYPE:
+            raise GenerationError(f"--cuda-graph needs a CUDA device, got {device}")
+        graphed = graphs.CudaGraphSynthesis(G.synthesis)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
 
@@ -150,10 +159,10 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
                 index, todo, _ = my_batches[step]
                 batch = layout[index]
                 if ws is not None:
-                    img = _synthesize(G, ws[batch], noise_mode, batch)
+                    img = _synthesize(G, graphed, ws[batch], noise_mode, batch)
                 else:
                     z = torch.cat([seed_to_z(s, G.z_dim) for s in batch]).to(device)
-                    img = _synthesize(G, z, noise_mode, batch, label.repeat(len(batch), 1), psi, cutoff)
+                    img = _synthesize(G, graphed, z, noise_mode, batch, label.repeat(len(batch), 1), psi, cutoff)
                 todo_set = set(todo)
                 images = [(item, file_name(item), array) for item, array in zip(batch, to_uint8(img), strict=True)]
                 writer.submit(index, [x for x in images if x[0] in todo_set])
@@ -180,14 +189,19 @@ def run_generation(G, outdir: str | Path, *, seeds: Sequence[int] | None = None,
     return report
 
 
-def _synthesize(G, latents: torch.Tensor, noise_mode: str, seeds: Sequence[int], label=None, psi=None,
+def _synthesize(G, graphed, latents: torch.Tensor, noise_mode: str, seeds: Sequence[int], label=None, psi=None,
                 cutoff=None) -> torch.Tensor:
     """One batch: ``G(z, label, psi, cutoff)`` for z, ``G.synthesis(ws)`` for projected ws; random
-    noise drawn per sample from its seed's generator."""
+    noise drawn per sample from its seed's generator. With ``graphed`` (a
+    :class:`~sgtriton.cuda_graph.CudaGraphSynthesis`) the synthesis network is replayed from it,
+    after the mapping for z (``G(z, ...)`` is ``G.synthesis(G.mapping(z, ...))``)."""
     def forward():
-        if label is None:
-            return G.synthesis(latents, noise_mode=noise_mode)
-        return G(latents, label, truncation_psi=psi, truncation_cutoff=cutoff, noise_mode=noise_mode)
+        if graphed is None:
+            if label is None:
+                return G.synthesis(latents, noise_mode=noise_mode)
+            return G(latents, label, truncation_psi=psi, truncation_cutoff=cutoff, noise_mode=noise_mode)
+        ws = latents if label is None else G.mapping(latents, label, truncation_psi=psi, truncation_cutoff=cutoff)
+        return graphed(ws, noise_mode=noise_mode)
 
     if noise_mode != "random":
         return forward()

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sgtriton.blocks.base import BlockType
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.config import GeneratorConfig
-from sgtriton.graph.nodes import LayerNode
 from sgtriton.registry import create_block
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sgtriton.graph.nodes import LayerNode
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.graph.plan import module_at, plan_rows
 
 #: Bytes per stored parameter and per image-path / mapping value (both fp32).

@@ -1,8 +1,10 @@
-"""``sgtriton plan``: the graph as a table -- node, output shape, parameters, FLOPs, kernels.
+"""``sgtriton plan``: the graph as a table (or JSON) -- node, output shape, parameters, FLOPs, kernels.
 
 Parameter counts come from the real modules (built on the ``meta`` device, so no memory is
 used); FLOPs are ``2 x`` the block type's multiply-accumulate count per node as executed
-(up-convs at their input resolution); kernels are what the chosen backend runs for the node.
+(up-convs at their input resolution); kernels are what the chosen backend runs for the node, and
+their count is the launches per forward (with ``noise_mode='random'``, add one normal draw per
+noisy layer; fp16 blocks add their dtype casts).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import torch
 from torch import nn
 
 from sgtriton.backends import resolve_impl
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.generator import Generator
-from sgtriton.graph.nodes import LayerNode
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,29 @@ def plan_rows(G: Generator, device: torch.device | str = "cpu") -> list[PlanRow]
     return rows
 
 
+#: Entries of a plan's kernel lists that are plain torch ops (one device launch each, not a Triton kernel).
+TORCH_OPS = ("repeat", "matmul")
+
+
+def plan_totals(G: Generator, rows: list[PlanRow]) -> dict[str, int]:
+    """Parameters, FLOPs per image and kernel launches per forward (every listed kernel or op once;
+    a batch launches each once)."""
+    return {"parameters": sum(p.numel() for p in G.parameters()), "flops_per_image": sum(r.flops for r in rows),
+            "launches_per_forward": sum(len(r.kernels) for r in rows)}
+
+
+def plan_json(G: Generator, rows: list[PlanRow]) -> dict:
+    """The plan as a JSON-ready dict: ``{"generator": {...}, "nodes": [...], "totals": {...}}``."""
+    return {
+        "generator": {"block": G.config.block, "resolution": G.img_resolution, "num_ws": G.num_ws,
+                      "architecture": G.config.synthesis.architecture, "backend": G.backend},
+        "nodes": [{"name": r.node.name, "kind": r.node.kind, "out_shape": list(r.node.out_shape),
+                   "w_index": r.node.w_index, "params": r.params, "flops": r.flops, "kernels": list(r.kernels)}
+                  for r in rows],
+        "totals": plan_totals(G, rows),
+    }
+
+
 def format_plan(G: Generator, rows: list[PlanRow]) -> str:
     """The plan as a fixed-width text table with totals."""
     header = f"{'node':<31} {'kind':<14} {'output (per sample)':<20} {'w':>3} {'params':>12} {'MFLOP':>11}  kernels"
@@ -119,13 +144,12 @@ def format_plan(G: Generator, rows: list[PlanRow]) -> str:
         w = "" if n.w_index is None else str(n.w_index)
         lines.append(f"{n.name:<31} {n.kind:<14} {shape:<20} {w:>3} {row.params:>12,} "
                      f"{row.flops / 1e6:>11.2f}  {', '.join(row.kernels)}")
-    total_params = sum(p.numel() for p in G.parameters())
-    total_flops = sum(r.flops for r in rows)
-    launches = sum(len(r.kernels) for r in rows)
+    totals = plan_totals(G, rows)
+    flops = totals["flops_per_image"]
     lines.append("-" * len(header))
-    lines.append(f"total parameters: {total_params:,}")
-    lines.append(f"total FLOPs per image: {total_flops / 1e9:.3f} GFLOP ({total_flops / 2e9:.3f} GMAC)")
-    lines.append(f"kernel launches (ops) per forward: {launches}")
+    lines.append(f"total parameters: {totals['parameters']:,}")
+    lines.append(f"total FLOPs per image: {flops / 1e9:.3f} GFLOP ({flops / 2e9:.3f} GMAC)")
+    lines.append(f"kernel launches (ops) per forward: {totals['launches_per_forward']}")
     return "\n".join(lines)
 
 

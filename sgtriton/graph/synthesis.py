@@ -32,8 +32,8 @@ from torch import nn
 from sgtriton.backends import resolve_impl
 from sgtriton.blocks.base import NOISE_MODES, BlockType
 from sgtriton.blocks.layers import SkipConv
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.graph.builder import BuiltFromGraph, Graph
-from sgtriton.graph.nodes import LayerNode
 from sgtriton.ops.upfirdn2d import setup_filter
 
 #: Set by :func:`fp16_as_on_cuda`: fp16-marked blocks run in fp16 on every device.

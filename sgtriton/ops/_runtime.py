@@ -336,6 +336,24 @@ def _version_key(t: Any) -> tuple | None:
         return None
 
 
+#: Lists that :func:`recording_derived_operands` is filling (innermost last).
+_DERIVED_RECORDERS: list[list[Any]] = []
+
+
+@contextlib.contextmanager
+def recording_derived_operands() -> Iterator[list[Any]]:
+    """Yield a list that receives every operand a :class:`WeightDerivedCache` hands out within the block.
+
+    A CUDA graph reads the cached operands at the addresses they had when it was captured, so its
+    owner keeps this list: an operand the LRU evicts later stays alive for the graph."""
+    recorded: list[Any] = []
+    _DERIVED_RECORDERS.append(recorded)
+    try:
+        yield recorded
+    finally:
+        _DERIVED_RECORDERS.remove(recorded)
+
+
 class WeightDerivedCache:
     """An LRU of operands derived from parameter tensors, valid while those tensors are unchanged.
 
@@ -351,6 +369,12 @@ class WeightDerivedCache:
 
     def get(self, sources: tuple[Any, ...], extra: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()``'s result for these ``sources`` (tensors or ``None``) and ``extra`` key."""
+        value = self._get(sources, extra, compute)
+        for recorded in _DERIVED_RECORDERS:
+            recorded.append(value)
+        return value
+
+    def _get(self, sources: tuple[Any, ...], extra: Hashable, compute: Callable[[], Any]) -> Any:
         keys = [_version_key(t) for t in sources]
         if any(k is None for k in keys):
             return compute()

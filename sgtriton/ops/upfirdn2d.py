@@ -1,4 +1,4 @@
-"""Upsample, FIR-filter, downsample (``upfirdn2d``) and the filters StyleGAN uses.
+"""Upsample, FIR-filter, downsample (``upfirdn2d``) and the filter tensors StyleGAN uses.
 
 Per channel of ``x [N, C, H, W]``:
 
@@ -29,13 +29,12 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from sgtriton.filters import STYLEGAN_FILTER  # re-exported: the kernels that fuse these taps import it here
 from sgtriton.ops._runtime import KernelConfig, declare_kernel, launch_config, torch_dtype, triton_dtype
 from sgtriton.ops._triton_utils import as_fp32_param, check_kernel_input
 
 PadSpec = int | Sequence[int]
 
-#: StyleGAN's resampling filter (NVlabs ``resample_filter``): the binomial ``[1, 3, 3, 1]``.
-STYLEGAN_FILTER = (1, 3, 3, 1)
 
 
 def setup_filter(

@@ -1,6 +1,7 @@
 """Public testing tools: the tolerance table, hypothesis profiles and, for any registered block,
 the kernel-versus-reference equivalence harness (``block_equivalence_test``) and its backward
-counterpart (``block_gradient_test``)."""
+counterpart (``block_gradient_test``), and the host-work detector a CUDA-graph capture relies on
+(``no_host_syncs``)."""
 
 from sgtriton.testing.gradients import assert_block_gradients, block_gradient_test, check_layer_gradients
 from sgtriton.testing.harness import (
@@ -10,10 +11,12 @@ from sgtriton.testing.harness import (
     check_layer_case,
     layer_cases,
 )
+from sgtriton.testing.host_sync import HostSyncError, no_host_syncs
 from sgtriton.testing.tolerance import TOLERANCES, assert_close, generator_reduction_length, tolerance_for
 
 __all__ = [
     "TOLERANCES",
+    "HostSyncError",
     "LayerCase",
     "assert_block_equivalent",
     "assert_block_gradients",
@@ -24,5 +27,6 @@ __all__ = [
     "check_layer_gradients",
     "generator_reduction_length",
     "layer_cases",
+    "no_host_syncs",
     "tolerance_for",
 ]

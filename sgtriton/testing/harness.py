@@ -6,7 +6,7 @@ One line in a plugin's tests::
     test_my_block_matches_reference = block_equivalence_test("my-block")
 
 Each hypothesis example builds one layer of the block (a style layer, the StyleGAN1 input layer, or
-a ToRGB with or without the skip image) from a random :class:`~sgtriton.graph.nodes.LayerNode`,
+a ToRGB with or without the skip image) from a random :class:`~sgtriton.blocks.nodes.LayerNode`,
 fills every parameter and buffer with random values, runs it with ``impl='triton'`` in the drawn
 dtype and with ``impl='reference'`` in float64 (a deep copy), and compares the two through the
 tolerance table with the block's reduction length (atol never below the precision floor: twice the
@@ -27,8 +27,8 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sgtriton.graph.nodes import LayerNode
-from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER
+from sgtriton.blocks.nodes import LayerNode
+from sgtriton.filters import STYLEGAN_FILTER
 from sgtriton.registry import create_block, get_block_class
 from sgtriton.testing.devices import kernel_device
 from sgtriton.testing.tolerance import assert_close, precision_floor

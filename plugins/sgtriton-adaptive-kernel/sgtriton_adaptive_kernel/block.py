@@ -16,7 +16,7 @@ from typing import Any
 from sgtriton.blocks.base import BlockType, default_macs
 from sgtriton.blocks.layers import ModulatedToRGB
 from sgtriton.blocks.moddemod import ModDemodBlock
-from sgtriton.graph.nodes import LayerNode
+from sgtriton.blocks.nodes import LayerNode
 from torch import nn
 
 from sgtriton_adaptive_kernel.kernel import kernel_spec

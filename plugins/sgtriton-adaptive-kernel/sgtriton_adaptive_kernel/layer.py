@@ -24,7 +24,7 @@ import math
 
 import torch
 from sgtriton.blocks.layers import FullyConnectedLayer, check_layer_input, layer_noise
-from sgtriton.graph.nodes import LayerNode
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.ops.upfirdn2d import setup_filter
 from torch import nn
 

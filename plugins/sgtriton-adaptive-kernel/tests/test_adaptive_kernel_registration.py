@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from sgtriton import registry
+from sgtriton.blocks.nodes import LayerNode
 from sgtriton.cli import main
-from sgtriton.graph.nodes import LayerNode
 from sgtriton.inspection.launches import capture_launch, example_launches, specialise
 from sgtriton.ops._runtime import KERNELS, jit_function
 

@@ -1,9 +1,12 @@
-"""Typed nodes of a generator graph.
+"""Typed nodes of a generator graph: the spec block types build their modules from.
 
 A :class:`LayerNode` is one node of the synthesis or mapping graph: what it computes (``kind``),
 which block type provides it, its channel counts and resolution, which ``w`` it reads and the
-per-sample shape it produces. Block types build their modules from these nodes, and
-``sgtriton plan`` prints them.
+per-sample shape it produces. Block types build their modules from these nodes
+(:meth:`~sgtriton.blocks.base.BlockType.make_layer`), :mod:`sgtriton.graph` creates them from a
+configuration, and ``sgtriton plan`` prints them. The spec lives with the blocks, which are the
+layer below the graph, so that blocks import nothing from :mod:`sgtriton.graph`; plugins import it
+as ``from sgtriton.blocks.nodes import LayerNode``.
 """
 
 from __future__ import annotations
