@@ -193,7 +193,8 @@ def planned_configs(choose: Callable[[KernelSpec, Hashable], KernelConfig]) -> I
 
     The performance model (``sgtriton.inspection``) captures a whole generator's launches on the
     CPU with the configs a GPU run would pick (a shipped table's, else the kernel's untuned choice
-    for the shape), and learns from the call which declared kernel is launching (several specs may share one ``@triton.jit`` function).
+    for the shape), and learns from the call which declared kernel is launching (several specs may
+    share one ``@triton.jit`` function).
     """
     global _config_planner
     previous, _config_planner = _config_planner, choose
