@@ -249,15 +249,16 @@ FP32_DOT_PRECISION = tl.constexpr("tf32x3")
 def _modconv_prologue_kernel(
     s_ptr, qt_ptr, s_out_ptr, d_ptr,
     I, O,
-    stride_sn, stride_si,
+    stride_sn, stride_si, stride_qn,
     PRENORM: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr,
 ):
     """Per-sample operands of a demodulated layer: ``s'`` and ``d = rsqrt(s'^2 Q'^T + eps)``.
 
     Pointers:
         s: ``[N, I]`` styles, any strides (``stride_s*``), any float dtype.
-        qt: ``[I, O]`` fp32 contiguous, ``Q'^T`` with ``Q'[o, i] = c[o]^2 sum_k W[o, i, k]^2``
-            (:func:`cached_demod_gram`; ``c = 1`` unless ``PRENORM``).
+        qt: ``[I, O]`` fp32 contiguous per sample at ``n * stride_qn`` (0: one for the batch),
+            ``Q'^T`` with ``Q'[o, i] = c[o]^2 sum_k W[o, i, k]^2`` (:func:`cached_demod_gram`; ``c = 1``
+            unless ``PRENORM``; a layer whose kernel differs per sample passes one per sample).
         s_out: ``[N, I]`` contiguous (the activations' dtype), written ``s' = s / max_i |s[n, i]|``
             (``PRENORM``) or ``s``.
         d: ``[N, O]`` fp32 contiguous, the demodulation coefficients.
@@ -283,7 +284,8 @@ def _modconv_prologue_kernel(
         s = tl.load(s_base + i * stride_si, mask=i_mask, other=0.0).to(tl.float32) * style_scale
         if pid_o == 0:
             tl.store(s_out_ptr + n.to(tl.int64) * I + i, s.to(s_out_ptr.dtype.element_ty), mask=i_mask)
-        q = tl.load(qt_ptr + i[:, None] * O + offs_o[None, :], mask=i_mask[:, None] & o_mask[None, :], other=0.0)
+        q = tl.load(qt_ptr + n.to(tl.int64) * stride_qn + i[:, None] * O + offs_o[None, :],
+                    mask=i_mask[:, None] & o_mask[None, :], other=0.0)
         sumsq += q * (s * s)[:, None]
     d = tl.math.rsqrt(tl.sum(sumsq, axis=0) + _EPS)
     tl.store(d_ptr + n.to(tl.int64) * O + offs_o, d, mask=o_mask)
@@ -732,16 +734,28 @@ def modulation_operands(x: torch.Tensor, weight: torch.Tensor, styles: torch.Ten
     ``d [N, O]`` fp32: ``rsqrt(sum_i s'^2 Q'[o, i] + eps)`` with ``Q'`` from :func:`cached_demod_gram`.
     """
     prenorm = x.dtype == torch.float16
+    return demodulation_prologue(styles, cached_demod_gram(weight, prenorm), x.dtype, prenorm, config)
+
+
+def demodulation_prologue(styles: torch.Tensor, gram: torch.Tensor, dtype: torch.dtype, prenorm: bool,
+                          config: KernelConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s', d)`` from styles ``[N, I]`` and ``Q'^T``: ``[I, O]`` for the batch or ``[N, I, O]`` per
+    sample (fp32, contiguous; a layer whose kernel differs per sample, such as a mixture of kernels,
+    passes its own). ``prenorm`` divides the styles by their per-sample max-abs first; ``s'`` is
+    stored in ``dtype``. One launch of ``_modconv_prologue_kernel``."""
     batch, in_channels = styles.shape
-    out_channels = weight.shape[0]
-    gram = cached_demod_gram(weight, prenorm)
-    s_mod = torch.empty(batch, in_channels, dtype=x.dtype, device=x.device)
-    d = torch.empty(batch, out_channels, dtype=torch.float32, device=x.device)
-    config = config or launch_config(MODCONV_PROLOGUE_KERNEL, (("dtype", triton_dtype(x.dtype)),
+    out_channels = gram.shape[-1]
+    if gram.dim() not in (2, 3) or gram.shape[-2] != in_channels or (gram.dim() == 3 and gram.shape[0] != batch):
+        raise ValueError(f"gram: expected [{in_channels}, O] or [{batch}, {in_channels}, O], got {list(gram.shape)}")
+    gram = gram.to(torch.float32).contiguous()
+    s_mod = torch.empty(batch, in_channels, dtype=dtype, device=styles.device)
+    d = torch.empty(batch, out_channels, dtype=torch.float32, device=styles.device)
+    config = config or launch_config(MODCONV_PROLOGUE_KERNEL, (("dtype", triton_dtype(dtype)),
                                                               ("cin", in_channels), ("cout", out_channels)))
     grid = (batch, triton.cdiv(out_channels, config.meta["BLOCK_O"]))
     _modconv_prologue_kernel[grid](
-        styles, gram, s_mod, d, in_channels, out_channels, *styles.stride(), PRENORM=prenorm,
+        styles, gram, s_mod, d, in_channels, out_channels, *styles.stride(),
+        gram.stride(0) if gram.dim() == 3 else 0, PRENORM=prenorm,
         num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,
     )
     return s_mod, d

@@ -56,7 +56,8 @@ class AdaptiveKernelBlock(BlockType):
         if node.kind == "torgb":  # moddemod's ToRGB module, so whatever moddemod runs for it
             return ModDemodBlock().kernels(node, impl)
         if impl == "triton":
-            return ("fully_connected:affine", "fully_connected:selector", kernel_spec(node.up, self.bank_size).name)
+            return ("fully_connected:affine", "fully_connected:selector", "selection_gram:einsum", "modconv2d_prologue",
+                    kernel_spec(node.up, self.bank_size).name)
         return ("affine:addmm", "selector:addmm", "adaptive_modulated_conv2d_ref", "bias_act_ref")
 
     def macs(self, node: LayerNode) -> int:

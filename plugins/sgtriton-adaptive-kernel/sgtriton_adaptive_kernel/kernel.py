@@ -20,13 +20,15 @@ no ``[N, O, I, k, k]`` tensor is ever written.
 and the sum of exponentials once, and forms ``a_j = exp(logit_j - max) / sum`` where it needs it, so
 no softmax launch precedes the kernel.
 
-**Demodulation from the Gram planes.** ``d[n,o] = rsqrt(sum_i s'[n,i]^2 sum_{j<=j'} c_jj' a_j a_j'
-G[p(j,j'), o, i] + eps)`` (``c = 1`` on the diagonal, 2 off it), a pass over the ``B (B + 1) / 2``
-planes of ``G [P, O, I]`` (precomputed per bank version by the launcher) before the GEMM:
-``O * I * P`` loads per program instead of the ``O * I * k*k * B`` a direct pass over the bank would
-need (10 vs 36 per (o, i) for ``B = 4``).
+**Demodulation from the Gram planes, in sgtriton's prologue.** ``d[n,o] = rsqrt(sum_i s'[n,i]^2 Q_n[o, i]
++ eps)`` with ``Q_n[o, i] = sum_{j<=j'} c_jj' a_j a_j' G[p(j,j'), o, i]`` (``c = 1`` on the diagonal, 2 off
+it) from the ``B (B + 1) / 2`` Gram planes ``G [P, O, I]`` (precomputed per bank version): ``O * I * P``
+multiply-adds per sample instead of the ``O * I * k*k * B`` of a pass over the bank (10 vs 36 per
+``(o, i)`` for ``B = 4``). The launcher forms ``Q_n`` and runs sgtriton's modulated-conv prologue
+(:func:`sgtriton.ops.modconv.demodulation_prologue`, one small launch, per-sample ``Q``), which also
+pre-normalises the styles; the kernel reads ``d`` and ``s'``. Nothing of the prologue is copied here.
 
-**fp16.** As ``moddemod``: styles divided by their per-sample max-abs, the tile multiplied by
+**fp16.** As ``moddemod``: styles divided by their per-sample max-abs (in the prologue), the tile multiplied by
 ``c[o] = 1 / (sqrt(I*k*k) * wmax[o])`` with ``wmax[o] = max_{j,i,k} |W_j[o,i,k]|`` (precomputed),
 ``d = rsqrt(c^2 q + eps)``; fp32 uses ``tl.dot`` with ``input_precision="tf32x3"`` (as modconv).
 
@@ -59,11 +61,11 @@ _EPS = tl.constexpr(DEMOD_EPS)
 # interpreted functions that an ahead-of-time compile from the same process cannot follow.
 @triton.jit
 def _adaptive_modconv_kernel(
-    x_ptr, bank_ptr, gram_ptr, wmax_ptr, logits_ptr, s_ptr, bias_ptr, noise_ptr, strength_ptr, out_ptr,
+    x_ptr, bank_ptr, d_ptr, wmax_ptr, logits_ptr, s_ptr, bias_ptr, noise_ptr, strength_ptr, out_ptr,
     H, W, I, O,
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_bp, stride_bj, stride_bo, stride_bi, stride_bh, stride_bw,
-    stride_gp, stride_go, stride_gi,
+    stride_dn,
     stride_ln, stride_lj,
     stride_sn, stride_si,
     stride_nn, stride_nh, stride_nw,
@@ -79,11 +81,12 @@ def _adaptive_modconv_kernel(
         bank: the GEMM weights at ``phase * stride_bp + j * stride_bj + o * stride_bo + i * stride_bi
             + ky * stride_bh + kx * stride_bw``: the bank ``[B, O, I, KH, KW]`` for ``UP = 1``
             (``stride_bp = 0``), its phase weights ``[4, B, O, I, 3, 3]`` for ``UP = 2``; fp32.
-        gram: ``[B (B + 1) / 2, O, I]`` fp32 upper-triangle Gram planes of the bank (``stride_g*``;
-            read if ``DEMOD``).
+        d: ``[N, O]`` fp32 demodulation coefficients (row stride ``stride_dn``; read if ``DEMOD``), from
+            sgtriton's modulated-conv prologue on this layer's per-sample Gram form.
         wmax: ``[O]`` fp32 bank-wide max-abs per output channel (read if ``PRENORM``).
         logits: ``[N, B]`` selection logits (``stride_l*``), softmax taken here.
-        s: ``[N, I]`` styles (``stride_s*``).
+        s: ``[N, I]`` the styles the tiles are modulated by (``stride_s*``): with ``DEMOD`` the
+            prologue's ``s'`` (pre-normalised for fp16).
         bias: ``[O]`` fp32.
         noise: one value per output pixel at ``n * stride_nn + Y * stride_nh + X * stride_nw``
             (``stride_nn = 0`` broadcasts one map); read if ``HAS_NOISE``.
@@ -124,51 +127,10 @@ def _adaptive_modconv_kernel(
     l_max = tl.max(logits, axis=0)
     l_sum = tl.sum(tl.exp(logits - l_max), axis=0)
 
-    # --- fp16 pre-normalisation: s' = s / max|s[n]|, c[o] = fan_in_rsqrt / wmax[o] ---
-    style_scale = 1.0
+    # --- fp16 pre-normalisation of the weights: c[o] = fan_in_rsqrt / wmax[o] (s' comes pre-normalised) ---
     if PRENORM:
-        smax = tl.zeros([BLOCK_K], dtype=tl.float32)
-        for i0 in range(0, I, BLOCK_K):
-            s = tl.load(s_base + (i0 + offs_kb) * stride_si, mask=i0 + offs_kb < I, other=0.0)
-            smax = tl.maximum(smax, tl.abs(s.to(tl.float32)))
-        style_scale = 1.0 / tl.max(smax, axis=0)
         wmax = tl.load(wmax_ptr + offs_n, mask=n_mask, other=1.0)
         col_scale = fan_in_rsqrt / wmax
-
-    # --- demodulation: q[o] = sum_i s'_i^2 sum_{j<=j'} c_jj' a_j a_j' G[p(j, j'), o, i] ---
-    out_scale = tl.full([BLOCK_N], 1.0, dtype=tl.float32)
-    if DEMOD:
-        q = tl.zeros([BLOCK_N], dtype=tl.float32)
-        g_col = gram_ptr + (offs_n * stride_go)[None, :]
-        for i0 in range(0, I, BLOCK_K):
-            offs_i = i0 + offs_kb
-            i_mask = offs_i < I
-            g_mask = i_mask[:, None] & n_mask[None, :]
-            g_tile = g_col + (offs_i * stride_gi)[:, None]
-            quad = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
-            if UNROLL_BANK:
-                for j in tl.static_range(BANK):
-                    a_j = tl.exp(tl.load(l_base + j * stride_lj).to(tl.float32) - l_max) / l_sum
-                    p_jj = j * BANK - (j * (j - 1)) // 2
-                    quad += (a_j * a_j) * tl.load(g_tile + p_jj * stride_gp, mask=g_mask, other=0.0)
-                    for k in tl.static_range(j + 1, BANK):
-                        a_k = tl.exp(tl.load(l_base + k * stride_lj).to(tl.float32) - l_max) / l_sum
-                        quad += (2.0 * a_j * a_k) * tl.load(g_tile + (p_jj + k - j) * stride_gp, mask=g_mask,
-                                                             other=0.0)
-            else:
-                for j in range(BANK):
-                    a_j = tl.exp(tl.load(l_base + j * stride_lj).to(tl.float32) - l_max) / l_sum
-                    p_jj = j * BANK - (j * (j - 1)) // 2
-                    for k in range(j, BANK):
-                        a_k = tl.exp(tl.load(l_base + k * stride_lj).to(tl.float32) - l_max) / l_sum
-                        pair = tl.where(k == j, 1.0, 2.0) * a_j * a_k
-                        quad += pair * tl.load(g_tile + (p_jj + k - j) * stride_gp, mask=g_mask, other=0.0)
-            s = tl.load(s_base + offs_i * stride_si, mask=i_mask, other=0.0).to(tl.float32) * style_scale
-            q += tl.sum(quad * (s * s)[:, None], axis=0)
-        if PRENORM:
-            out_scale = tl.math.rsqrt(col_scale * col_scale * q + _EPS)
-        else:
-            out_scale = tl.math.rsqrt(q + _EPS)
 
     # --- implicit GEMM: acc[p, o] = sum_{i,k} x[n, i, p + k - PAD] * (sum_j a_j W_j[o, i, k]) * s'[n, i] ---
     i_blocks = tl.cdiv(I, BLOCK_K)
@@ -201,7 +163,7 @@ def _adaptive_modconv_kernel(
             for j in range(BANK):
                 a_j = tl.exp(tl.load(l_base + j * stride_lj).to(tl.float32) - l_max) / l_sum
                 mixed += a_j * tl.load(b_ptrs + j * stride_bj, mask=b_mask, other=0.0)
-        s = tl.load(s_base + offs_k * stride_si, mask=k_mask, other=0.0).to(tl.float32) * style_scale
+        s = tl.load(s_base + offs_k * stride_si, mask=k_mask, other=0.0).to(tl.float32)
         b = mixed * s[:, None]
         if PRENORM:
             b = b * col_scale[None, :]
@@ -212,7 +174,9 @@ def _adaptive_modconv_kernel(
             acc = tl.dot(a, b.to(x_ptr.dtype.element_ty), acc)
 
     # --- epilogue on the fp32 accumulator: demod, noise, bias, lrelu, gain, clamp; one store ---
-    y = acc * out_scale[None, :]
+    y = acc
+    if DEMOD:
+        y = y * tl.load(d_ptr + n.to(tl.int64) * stride_dn + offs_n, mask=n_mask, other=0.0)[None, :]
     HO = H * UP
     WO = W * UP
     oy = my * UP + phase // UP

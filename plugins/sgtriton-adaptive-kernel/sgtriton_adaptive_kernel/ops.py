@@ -27,6 +27,7 @@ from sgtriton.ops.modconv import (
     _prenormalize_vjp,
     broadcast_noise,
     check_kernel_device,
+    demodulation_prologue,
     modconv_weight_grad,
     upsample_phase_weights,
 )
@@ -88,6 +89,31 @@ def cached_bank_operands(bank: torch.Tensor, up: int, resample_filter: torch.Ten
                               lambda: bank_operands(bank, up, resample_filter))
 
 
+#: ``(rows, cols, weights)`` of the packed Gram pairs ``(j <= j')`` per (bank size, device), on the device.
+_PAIRS: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def selection_gram(operands: BankOperands, logits: torch.Tensor, prenorm: bool, fan_in_rsqrt: float) -> torch.Tensor:
+    """``Q'^T [N, I, O]`` fp32 for sgtriton's modulated-conv prologue: per sample
+    ``Q'[o, i] = c[o]^2 sum_{j<=j'} c_jj' a_j a_j' G[p(j, j'), o, i]`` (``a = softmax(logits)``,
+    ``c_jj' = 1`` on the diagonal and 2 off it; ``c[o] = fan_in_rsqrt / wmax[o]`` when ``prenorm``, else 1).
+    """
+    bank_size = logits.shape[1]
+    key = (bank_size, logits.device)
+    if key not in _PAIRS:
+        pairs = [(j, k) for j in range(bank_size) for k in range(j, bank_size)]
+        _PAIRS[key] = (torch.tensor([j for j, _ in pairs], device=logits.device),
+                       torch.tensor([k for _, k in pairs], device=logits.device),
+                       torch.tensor([1.0 if j == k else 2.0 for j, k in pairs], device=logits.device))
+    rows, cols, weights = _PAIRS[key]
+    a = torch.softmax(logits, dim=1)
+    coefs = a[:, rows] * a[:, cols] * weights                                      # [N, P]
+    gram = torch.einsum("np,poi->nio", coefs, operands.gram)
+    if prenorm:
+        gram = gram * (fan_in_rsqrt / operands.wmax).square()
+    return gram.contiguous()
+
+
 # ----------------------------------------------------------------------------------------------
 # Launcher
 # ----------------------------------------------------------------------------------------------
@@ -109,7 +135,8 @@ def adaptive_modulated_conv2d_triton(
     config: KernelConfig | None = None,
     demodulate: bool = True,
 ) -> torch.Tensor:
-    """The layer on the Triton kernel (one launch); ``config`` overrides the tuned choice.
+    """The layer on the Triton kernel (one launch, after the demodulation prologue when it demodulates);
+    ``config`` overrides the tuned choice.
 
     ``logits [N, B]`` are the selection logits (the kernel takes their softmax); ``noise_strength`` a
     one-element tensor or ``None`` (1). Returns ``[N, O, H*up, W*up]`` in ``x.dtype``.
@@ -134,6 +161,13 @@ def adaptive_modulated_conv2d_triton(
     logits = logits.to(torch.float32)
     styles = styles.to(torch.float32)
     bias = bias.to(torch.float32)
+    prenorm = demodulate and x.dtype == torch.float16
+    fan_in_rsqrt = 1.0 / math.sqrt(in_channels * kh * kw)
+    if demodulate:
+        styles, d = demodulation_prologue(styles, selection_gram(operands, logits, prenorm, fan_in_rsqrt), x.dtype,
+                                          prenorm)
+    else:
+        d = operands.gemm  # not read
 
     out = torch.empty([batch, out_channels, height * up, width * up], dtype=x.dtype, device=x.device)
     if noise is not None:
@@ -150,17 +184,17 @@ def adaptive_modulated_conv2d_triton(
     block_m, block_n = config.meta["BLOCK_M"], config.meta["BLOCK_N"]
     grid = (triton.cdiv(height * width, block_m) * triton.cdiv(out_channels, block_n), up * up, batch)
     _adaptive_modconv_kernel[grid](
-        x, operands.gemm, operands.gram, operands.wmax, logits, styles, bias,
+        x, operands.gemm, d, operands.wmax, logits, styles, bias,
         out if noise is None else noise,
         out if noise is None else noise_strength,
         out,
         height, width, in_channels, out_channels,
-        *x.stride(), *gemm_strides, *operands.gram.stride(), *logits.stride(), *styles.stride(),
+        *x.stride(), *gemm_strides, d.stride(0), *logits.stride(), *styles.stride(),
         *((0, 0, 0) if noise is None else noise.stride()),
-        1.0 / math.sqrt(in_channels * kh * kw), float(alpha), float(gain),
+        fan_in_rsqrt, float(alpha), float(gain),
         -1.0 if clamp is None else float(clamp),
         UP=up, KH=kh, KW=kw, BANK=bank_size, BANK_P2=bank_p2(bank_size), UNROLL_BANK=unroll_bank(bank_size),
-        DEMOD=demodulate, PRENORM=demodulate and x.dtype == torch.float16,
+        DEMOD=demodulate, PRENORM=prenorm,
         HAS_NOISE=noise is not None, USE_CLAMP=clamp is not None and clamp >= 0,
         num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,
     )
