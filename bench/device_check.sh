@@ -6,7 +6,7 @@
 #   DEVICE_CHECK_DRY_RUN=1 bench/device_check.sh OUTDIR    the flow on a CPU machine, GPU steps skipped
 #
 # Each step runs under its own `timeout`; a failing or timed-out step is recorded and the next one
-# runs. The steps' budgets add up to under 9 minutes (STEP_SECONDS below). Results (flat, at most 8
+# runs. The steps' budgets add up to under 8 minutes (STEP_SECONDS below). Results (flat, at most 8
 # files, names of letters, digits and ._- only):
 #   summary.txt   one line per step: name, status (ok / failed rc=N / timeout / skipped), seconds
 #   env.txt       date, host, GPU (nvidia-smi), python, torch, triton, numpy, installed sgtriton
@@ -17,7 +17,8 @@
 #                 written after every case, so a timed-out step keeps the cases it finished)
 #   bench-results.json
 #   autotune-table.json  the tuned configs of this GPU (sgtriton autotune --export-table)
-#   kernels.txt   the compile gate (default configs) for this GPU's compute capability
+#   kernels.txt   the performance model of config F 1024^2 batch 8 fp16 with measured times beside it
+#                 (sgtriton kernels --model --measure), then the compile gate (default configs)
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -29,8 +30,8 @@ DRY_RUN="${DEVICE_CHECK_DRY_RUN:-0}"
 export SGTRITON_CACHE_DIR="${SGTRITON_CACHE_DIR:-/tmp/sgtriton-device-check-cache}"
 export SGTRITON_HYPOTHESIS_PROFILE=thorough
 
-# Per-step wall-clock budgets (seconds); total 530 s < 9 minutes.
-declare -A STEP_SECONDS=([env]=30 [install]=50 [gpu-tests]=180 [bench]=150 [autotune]=90 [kernels]=30)
+# Per-step wall-clock budgets (seconds); total 475 s < 8 minutes.
+declare -A STEP_SECONDS=([env]=30 [install]=50 [gpu-tests]=140 [bench]=110 [autotune]=60 [model]=60 [kernels]=25)
 
 SUMMARY="$OUTDIR/summary.txt"
 : >"$SUMMARY"
@@ -123,7 +124,7 @@ gpu_present && HAVE_GPU=1
 
 # ---- 3. the GPU test tier, thorough hypothesis profile -----------------------------------------
 if [ "$HAVE_GPU" = 1 ]; then
-    run_step gpu-tests gpu-tests.txt "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider --timeout=170 \
+    run_step gpu-tests gpu-tests.txt "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider --timeout=130 \
         -o addopts="-ra --benchmark-disable"
 else
     # Off a GPU the tier must collect (and skip) cleanly: that much of the step still runs.
@@ -150,10 +151,15 @@ else
     skip_step autotune "no CUDA device" autotune.txt
 fi
 
-# ---- 6. the compile gate for this GPU ---------------------------------------------------------
+# ---- 6. the performance model beside measured times, then the compile gate for this GPU --------
 target=90
 if [ "$HAVE_GPU" = 1 ]; then
     target="$("$PYTHON" -c 'import torch; p = torch.cuda.get_device_capability(); print(p[0] * 10 + p[1])')"
+    run_step model kernels.txt "$PYTHON" -m sgtriton.cli kernels --model --preset stylegan2-f --resolution 1024 \
+        --batch 8 --dtype fp16 --target "sm_$target" --measure
+else
+    run_step model kernels.txt "$PYTHON" -m sgtriton.cli kernels --model --preset stylegan2-f --resolution 64 \
+        --batch 2 --dtype fp16 --target sm_90
 fi
 if [ "$DRY_RUN" = 1 ]; then
     run_step kernels kernels.txt "$PYTHON" -m sgtriton.cli kernels --report --kernel bias_act --default-config \
