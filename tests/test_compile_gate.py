@@ -277,11 +277,13 @@ def test_default_conv_configs_use_wgmma_on_sm90(gate_results):
 
 
 def test_gate_compiles_the_launched_specialisation(gate_results):
-    """The hints come from the launcher: the up=2 layer's tensors are 16-byte aligned and its unit strides folded."""
+    """The hints come from the launcher: the up=2 layer's tensors are 16-byte aligned, its channels-last
+    unit strides folded and the other strides divisible by 16 (what 16-byte vector copies need)."""
     up2 = next(r for r in gate_results if r.kernel == "modconv2d_up2" and r.dtype == "fp16" and r.target == 90)
     assert up2.variant == "demod-noise-clamp"
-    assert up2.hints["x_ptr"] == up2.hints["wp_ptr"] == up2.hints["out_ptr"] == "D"
-    assert up2.hints["stride_xw"] == up2.hints["stride_po"] == "=1"
+    assert up2.hints["x_ptr"] == up2.hints["w_ptr"] == up2.hints["out_ptr"] == "D"
+    assert up2.hints["stride_xc"] == up2.hints["stride_oc"] == up2.hints["stride_si"] == "=1"
+    assert up2.hints["stride_xw"] == up2.hints["stride_wi"] == up2.hints["stride_oh"] == "D"
 
 
 @pytest.mark.slow

@@ -110,11 +110,23 @@ def run_modconv_weight_grad(dtype, batch, resolution):
                  name="modconv_weight_grad")
 
 
+def run_modconv_prologue(dtype, batch, resolution):
+    # The prologue of a demodulated 512 -> 512 3x3 layer: s' (fp16: pre-normalised) and d, in float32.
+    x = randn(batch, CHANNELS, resolution, resolution, seed=9).to(dtype)
+    weight, styles = randn(CHANNELS, CHANNELS, 3, 3, seed=10), randn(batch, CHANNELS, seed=11) + 1
+    s_mod, d = modconv.modulation_operands(x, weight.float(), styles.float())
+    w_eff, s_eff = modconv.fp16_prenormalize(weight, styles) if dtype == torch.float16 else (weight, styles)
+    assert_close(s_mod, s_eff, dtype=dtype, name="modconv_prologue s'")
+    assert_close(d, modconv.demodulation_coefficients(w_eff, s_eff), dtype=torch.float32,
+                 reduction_length=CHANNELS * 9, name="modconv_prologue d")
+
+
 #: For every declared kernel, the production case that launches it.
 RUNNERS = {
     "modconv2d": layer_runner("moddemod", "conv"),
     "modconv2d_up2": layer_runner("moddemod", "conv", up=2),
     "modconv2d_weight_grad": run_modconv_weight_grad,
+    "modconv2d_prologue": run_modconv_prologue,
     "torgb": layer_runner("moddemod", "torgb"),
     "adain_epilogue": layer_runner("adain", "conv", up=2),
     "rms_normalize": layer_runner("revised", "conv"),
