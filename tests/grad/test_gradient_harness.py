@@ -13,3 +13,12 @@ def test_kink_disagreement_flags_only_outputs_that_straddle_a_kink():
     assert flagged.tolist() == [False, True, False, True, False, True, False]
     assert kink_disagreement(kernel, reference, clamp=None).tolist() == [False, True, False, False, False,
                                                                            False, False]
+
+
+def test_an_output_clamped_to_a_clamp_that_fp16_rounds_down_counts_as_clamped():
+    clamp = 0.5 * 0.7071067811865476  # conv_clamp * gain; fp16 stores it as 0.35352
+    kernel = torch.tensor([clamp, -clamp, 0.3], dtype=torch.float16)
+    reference = torch.tensor([clamp, -clamp, 0.3], dtype=torch.float64)
+    assert not kink_disagreement(kernel, reference, clamp).any()
+    assert kink_disagreement(kernel, torch.tensor([0.35, -clamp, 0.3], dtype=torch.float64), clamp).tolist() == [
+        True, False, False]
