@@ -1134,6 +1134,20 @@ def _weight_grad_backward(ctx, grad):
 _modconv_weight_grad_op.register_autograd(_weight_grad_backward, setup_context=_weight_grad_setup_context)
 
 
+def noise_gradients(gf: torch.Tensor, noise: torch.Tensor | None, strength: torch.Tensor | None,
+                    needs_noise: bool, needs_strength: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of the epilogue's ``strength * noise`` term from ``gf = dL/d(pre-activation)`` (fp32):
+    ``dnoise = strength * gf`` summed to the noise's broadcast shape, ``dstrength = sum(gf * noise)``."""
+    if noise is None:
+        return None, None
+    scale = 1.0 if strength is None else strength.float()
+    dnoise = (gf * scale).sum_to_size(noise.shape).to(noise.dtype) if needs_noise else None
+    dstrength = None
+    if strength is not None and needs_strength:
+        dstrength = (gf * noise.float()).sum().reshape(strength.shape).to(strength.dtype)
+    return dnoise, dstrength
+
+
 def _modconv_setup_context(ctx, inputs, output):
     x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp = inputs
     ctx.save_for_backward(x, weight, styles, noise, noise_strength, resample_filter, output)
@@ -1147,13 +1161,7 @@ def _modconv_backward(ctx, grad):
     g = bias_act_input_grad(grad, y, act, alpha, gain, clamp)
     gf = g.float()
     dbias = gf.sum(dim=[0, 2, 3]).to(bias_dtype) if bias_dtype is not None and needs[3] else None
-    dnoise = dstrength = None
-    if noise is not None:
-        scale = 1.0 if strength is None else strength.float()
-        if needs[4]:
-            dnoise = (gf * scale).sum_to_size(noise.shape).to(noise.dtype)
-        if strength is not None and needs[5]:
-            dstrength = (gf * noise.float()).sum().reshape(strength.shape).to(strength.dtype)
+    dnoise, dstrength = noise_gradients(gf, noise, strength, needs[4], needs[5])
 
     prenorm = demodulate and x.dtype == torch.float16
     w_eff, s_eff = _effective_operands(weight, styles, prenorm)

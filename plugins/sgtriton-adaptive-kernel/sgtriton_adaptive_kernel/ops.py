@@ -29,6 +29,7 @@ from sgtriton.ops.modconv import (
     check_kernel_device,
     demodulation_prologue,
     modconv_weight_grad,
+    noise_gradients,
     upsample_phase_weights,
 )
 from sgtriton.ops.upfirdn2d import STYLEGAN_FILTER, setup_filter
@@ -387,13 +388,7 @@ def _adaptive_backward(ctx, grad):
     g = bias_act_input_grad(grad, y, "lrelu", alpha, gain, clamp)
     gf = g.float()
     dbias = gf.sum(dim=[0, 2, 3]).to(bias_dtype) if needs[4] else None
-    dnoise = dstrength = None
-    if noise is not None:
-        scale = 1.0 if strength is None else strength.float()
-        if needs[5]:
-            dnoise = (gf * scale).sum_to_size(noise.shape).to(noise.dtype)
-        if strength is not None and needs[6]:
-            dstrength = (gf * noise.float()).sum().reshape(strength.shape).to(strength.dtype)
+    dnoise, dstrength = noise_gradients(gf, noise, strength, needs[5], needs[6])
 
     batch = x.shape[0]
     bank_size, out_channels, in_channels, kh, kw = bank.shape
