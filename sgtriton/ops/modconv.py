@@ -875,16 +875,18 @@ def modulated_conv2d_triton(
     clamp: float | None = None,
     resample_filter: torch.Tensor | None = None,
     config: KernelConfig | None = None,
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """The style layer on the Triton kernel (one launch); ``config`` overrides the tuned choice.
 
     Arguments as :func:`modulated_conv2d_layer`, except ``noise_strength``: a one-element tensor or
-    ``None`` (1). Returns ``[N, O, H*up, W*up]`` in ``x.dtype``.
+    ``None`` (1). Returns ``[N, O, H*up, W*up]`` in ``x.dtype``, channels-last when ``channels_last``,
+    else contiguous NCHW.
     """
     _, alpha, gain = resolve_activation(act, alpha, gain)
     spec = MODCONV_KERNEL if up == 1 else MODCONV_UP2_KERNEL
     return launch_modconv(spec, x, weight, styles, bias, noise, noise_strength, None, up, demodulate, act,
-                          alpha, gain, clamp, resample_filter, x.dtype, config)
+                          alpha, gain, clamp, resample_filter, x.dtype, config, channels_last)
 
 
 def modconv_weight_grad_triton(x: torch.Tensor, g: torch.Tensor, k: int,
@@ -939,16 +941,25 @@ def _modulated_conv2d_op(
     alpha: float,
     gain: float,
     clamp: float | None,
+    channels_last: bool,
 ) -> torch.Tensor:
+    """The layer's launch. ``channels_last`` is the output's layout: channels-last, else contiguous NCHW.
+
+    The layout is an argument of the schema, not a property of the implementation, so a graph that
+    torch.compile cached (Inductor's FX graph cache keys on the graph's code, not on the fake kernel)
+    can never hold a stale output stride for this op.
+    """
     return modulated_conv2d_triton(x, weight, styles, bias, noise, noise_strength, up, demodulate, act,
-                                   alpha, gain, clamp, resample_filter)
+                                   alpha, gain, clamp, resample_filter, channels_last=channels_last)
 
 
 @_modulated_conv2d_op.register_fake
-def _(x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp):
+def _(x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp,
+      channels_last):
     check_modconv_args(x, weight, styles)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty([x.shape[0], weight.shape[0], x.shape[2] * up, x.shape[3] * up], dtype=x.dtype,
-                       device=x.device, memory_format=torch.channels_last)
+                       device=x.device, memory_format=layout)
 
 
 @torch.library.custom_op("sgtriton::modconv_weight_grad", mutates_args=())
@@ -1017,7 +1028,7 @@ def modulated_conv2d_layer(
     if isinstance(noise_strength, torch.Tensor):
         noise_strength = noise_strength.reshape(1)
     return torch.ops.sgtriton.modulated_conv2d(x, weight, styles, bias, noise, noise_strength, resample_filter,
-                                               up, demodulate, act, alpha, gain, clamp)
+                                               up, demodulate, act, alpha, gain, clamp, True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1093,11 +1104,11 @@ def modconv_transposed(
     if up == 1:
         weight_t = w_eff.transpose(0, 1).flip([2, 3])
         return torch.ops.sgtriton.modulated_conv2d(g, weight_t.contiguous(), d, None, None, None, None, 1, False,
-                                                   "linear", 0.0, 1.0, None)
+                                                   "linear", 0.0, 1.0, None, True)
     phase = upsample_phase_weights(w_eff, resample_filter)  # [2, 2, O, I, 3, 3], differentiable in W'
     weight_t = phase.permute(3, 0, 1, 2, 4, 5).reshape(w_eff.shape[1], 4 * w_eff.shape[0], 3, 3).flip([2, 3])
     return torch.ops.sgtriton.modulated_conv2d(_phases(g), weight_t.to(torch.float32).contiguous(), d.repeat(1, 4),
-                                               None, None, None, None, 1, False, "linear", 0.0, 1.0, None)
+                                               None, None, None, None, 1, False, "linear", 0.0, 1.0, None, True)
 
 
 def modconv_weight_grad(
@@ -1149,7 +1160,7 @@ def noise_gradients(gf: torch.Tensor, noise: torch.Tensor | None, strength: torc
 
 
 def _modconv_setup_context(ctx, inputs, output):
-    x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp = inputs
+    x, weight, styles, bias, noise, noise_strength, resample_filter, up, demodulate, act, alpha, gain, clamp, _ = inputs
     ctx.save_for_backward(x, weight, styles, noise, noise_strength, resample_filter, output)
     ctx.args = (None if bias is None else bias.dtype, up, demodulate, act, alpha, gain, clamp)
 
@@ -1169,7 +1180,7 @@ def _modconv_backward(ctx, grad):
         d = demodulation_coefficients(w_eff, s_eff)
         # c: the un-demodulated conv, recomputed by the kernel (fp32 out) rather than stored.
         c = torch.ops.sgtriton.modulated_conv2d(x, w_eff, s_eff, None, None, None, resample_filter, up, False,
-                                                "linear", 0.0, 1.0, None)
+                                                "linear", 0.0, 1.0, None, True)
         e = d.pow(3) * (gf * c.float()).sum(dim=[2, 3])
     else:
         d = torch.ones(g.shape[:2], dtype=torch.float32, device=g.device)
@@ -1189,7 +1200,7 @@ def _modconv_backward(ctx, grad):
             dw_eff, ds_eff = _prenormalize_vjp(weight, styles, dw_eff, ds_eff)
         dweight = dw_eff.to(weight.dtype) if needs[1] else None
         dstyles = ds_eff.to(styles.dtype) if needs[2] else None
-    return dx, dweight, dstyles, dbias, dnoise, dstrength, None, None, None, None, None, None, None
+    return dx, dweight, dstyles, dbias, dnoise, dstrength, None, None, None, None, None, None, None, None
 
 
 _modulated_conv2d_op.register_autograd(_modconv_backward, setup_context=_modconv_setup_context)

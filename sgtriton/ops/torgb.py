@@ -186,7 +186,7 @@ def _torgb_backward(ctx, grad):
     weight_t = weight.float().transpose(0, 1).contiguous()
     ones = torch.ones(g.shape[:2], dtype=torch.float32, device=g.device)
     u = torch.ops.sgtriton.modulated_conv2d(gf, weight_t, ones, None, None, None, None, 1, False, "linear", 0.0,
-                                            1.0, None)
+                                            1.0, None, True)
     s = styles.float()
     dx = (u * s[:, :, None, None]).to(x.dtype) if needs[0] else None
     dstyles = (x.float() * u).sum(dim=[2, 3]).to(styles.dtype) if needs[2] else None

@@ -21,9 +21,9 @@ def op_cases(device):
     strength = leaf(1, seed=3, device=device)
     yield "modulated_conv2d", (x, leaf(4, 3, 3, 3, seed=4, device=device), s, leaf(4, seed=5, device=device),
                                leaf(2, 1, 4, 4, seed=6, device=device), strength, None, 1, True, "lrelu", 0.2,
-                               1.4, 0.5)
+                               1.4, 0.5, True)
     yield "modulated_conv2d", (x, leaf(2, 3, 3, 3, seed=4, device=device), s, None, None, None,
-                               setup_filter([1, 3, 3, 1]).to(device), 2, True, "linear", 0.0, 1.0, None)
+                               setup_filter([1, 3, 3, 1]).to(device), 2, True, "linear", 0.0, 1.0, None, False)
     yield "torgb", (x, leaf(3, 3, 1, 1, seed=7, device=device), s, leaf(3, seed=8, device=device),
                     leaf(2, 3, 2, 2, seed=9, device=device), 0.5)
     yield "bias_act", (x, leaf(3, seed=10, device=device), 1, "lrelu", 0.2, 1.4, 0.7)

@@ -253,12 +253,15 @@ def test_custom_op_under_torch_compile_equals_eager():
     eager = layer(x, weight, styles, bias, noise, strength)
     compiled = torch.compile(layer, fullgraph=True)(x, weight, styles, bias, noise, strength)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    assert compiled.stride() == eager.stride()
 
 
-def test_custom_op_passes_opcheck():
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_custom_op_passes_opcheck(channels_last):
     x, weight, styles, bias = (t.float() for t in make_inputs(4, 1, 3, 2, 3, 3))
     noise, strength = (t.float() for t in make_noise(4, "const", 1, 3, 3))
-    args = (x, weight, styles, bias, noise, strength.reshape(1), None, 1, True, "lrelu", 0.2, math.sqrt(2), None)
+    args = (x, weight, styles, bias, noise, strength.reshape(1), None, 1, True, "lrelu", 0.2, math.sqrt(2), None,
+            channels_last)
     torch.library.opcheck(torch.ops.sgtriton.modulated_conv2d.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
 

@@ -414,7 +414,7 @@ def _adaptive_backward(ctx, grad):
         # C_j: the bank as B*O output channels of one shared-weight conv (the kernel recomputes it).
         conv = torch.ops.sgtriton.modulated_conv2d(
             x, w_eff.reshape(bank_size * out_channels, in_channels, kh, kw), s_eff, None, None, None,
-            resample_filter, up, False, "linear", 0.0, 1.0, None)
+            resample_filter, up, False, "linear", 0.0, 1.0, None, True)
         h = (conv.float().reshape(batch, bank_size, out_channels, -1) * gf.reshape(batch, 1, out_channels, -1)).sum(-1)
         if demodulate:
             e = d.pow(3) * torch.einsum("nj,njo->no", a, h)
