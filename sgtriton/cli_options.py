@@ -190,6 +190,11 @@ class OutputDir(click.ParamType):
         for folder in missing:
             try:
                 folder.mkdir()
+            except FileExistsError:
+                if folder.is_dir():  # made meanwhile by another process (the other ranks of a torchrun)
+                    continue
+                _remove_empty(ctx.meta.pop(CREATED_DIRS_KEY, []) if ctx is not None else [])
+                self.fail(f"{os.fspath(path)!r}: {os.fspath(folder)!r} exists and is not a folder", param, ctx)
             except OSError as exc:
                 _remove_empty(ctx.meta.pop(CREATED_DIRS_KEY, []) if ctx is not None else [])
                 self.fail(f"{os.fspath(path)!r}: cannot create {os.fspath(folder)!r} ({exc.strerror or exc})",

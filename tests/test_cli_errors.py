@@ -294,3 +294,32 @@ def test_triton_without_a_gpu_warns_once_and_progress_counts_every_layer(capsys)
 def test_no_command_shows_the_help():
     result = CliRunner().invoke(main, [], catch_exceptions=False)
     assert result.exit_code in (0, 2) and "Commands:" in result.output and "Error" not in result.output
+
+
+def test_an_output_folder_made_meanwhile_by_another_rank_is_used(tmp_path, monkeypatch):
+    # Two ranks of a torchrun both find --outdir missing; the second mkdir meets the first one's folder.
+    import click
+
+    from sgtriton.cli_options import OutputDir
+
+    target = tmp_path / "a" / "b"
+    real_mkdir = Path.mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)  # the other rank wins the race ...
+        raise FileExistsError(17, "File exists", str(self))  # ... and this rank's mkdir fails
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    assert OutputDir().convert(str(target), None, None) == target
+    assert target.is_dir()
+
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+    blocker = tmp_path / "file"
+
+    def file_appears(self, *args, **kwargs):
+        blocker.write_text("x")  # a file, not a folder, took the name meanwhile
+        raise FileExistsError(17, "File exists", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", file_appears)
+    with pytest.raises(click.BadParameter, match="exists and is not a folder"):
+        OutputDir().convert(str(blocker), None, None)
