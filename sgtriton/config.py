@@ -163,6 +163,11 @@ class GeneratorConfig:
             raise ValueError("z_dim=0, c_dim=0: at least one of them must be positive")
         if not isinstance(self.mapping, MappingConfig) or not isinstance(self.synthesis, SynthesisConfig):
             raise ValueError("mapping / synthesis: expected a MappingConfig and a SynthesisConfig")
+        if (self.mapping.flavour == "stylegan1" and self.z_dim == 0 and self.c_dim
+                and not self.mapping.embed_features):
+            raise ValueError("z_dim=0 with mapping_kwargs.flavour='stylegan1': StyleGAN1 projects the label to "
+                             "z_dim features, so the first mapping layer would have no input; expected z_dim > 0 "
+                             "or mapping_kwargs.embed_features > 0")
         res = self.img_resolution
         if isinstance(res, bool) or not isinstance(res, int) or res < 4 or res > MAX_RESOLUTION or res & (res - 1):
             raise ValueError(f"img_resolution={_quote(res)}: expected a power of two from 4 to {MAX_RESOLUTION} "
@@ -264,7 +269,9 @@ def make_config(preset: str | None = None, **kwargs: Any) -> GeneratorConfig:
     Accepts ``mapping_kwargs={...}`` and ``synthesis_kwargs={...}`` (ada style) and synthesis
     keywords at the top level (stylegan3 style); later values override the preset's.
     """
-    if preset is not None and preset not in PRESETS:
+    if isinstance(preset, GeneratorConfig):
+        raise TypeError("preset: got a GeneratorConfig; pass it as config=... (build_generator(config=cfg))")
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
         raise ValueError(f"preset={preset!r}: expected None or one of {sorted(PRESETS)}")
     base = PRESETS.get(preset, {}) if preset else {}
     top = {k: v for k, v in base.items() if k in _TOP_KEYS}

@@ -109,7 +109,7 @@ def _install_tuning_policy(autotune: str | None) -> None:
         install()
 
 
-def build_generator(preset: str | None = None, *, backend: str | None = None, seed: int | None = None,
+def build_generator(preset: str | GeneratorConfig | None = None, *, backend: str | None = None, seed: int | None = None,
                     device: torch.device | str | None = None, autotune: str | None = None,
                     **kwargs: Any) -> Generator:
     """Build a generator from a preset (or NVlabs defaults) and NVlabs ``Generator`` keywords.
@@ -118,9 +118,12 @@ def build_generator(preset: str | None = None, *, backend: str | None = None, se
     ``build_generator(None, z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
     mapping_kwargs={"num_layers": 8}, synthesis_kwargs={"channel_base": 16384}, block="moddemod")``.
     ``seed`` makes the random initial weights reproducible; ``autotune`` (``'off'|'cached'|'full'``)
-    sets the process-wide kernel tuning policy. The generator is in eval mode.
+    sets the process-wide kernel tuning policy. The generator is in eval mode. A
+    :class:`~sgtriton.config.GeneratorConfig` may stand in the preset's place (or be passed as ``config=``).
     """
     config = kwargs.pop("config", None)
+    if isinstance(preset, GeneratorConfig) and config is None:
+        preset, config = None, preset
     if config is None:
         config = make_config(preset, **kwargs)
     elif preset is not None or kwargs:

@@ -32,6 +32,23 @@ def test_bad_values_are_refused_by_name(kwargs, match):
         make_config("stylegan2-f", **kwargs)
 
 
+def test_a_label_only_stylegan1_mapping_needs_an_embedding_width():
+    # StyleGAN1 projects the label to z_dim features: with z_dim=0 its first layer would have no input.
+    with pytest.raises(ValueError, match="z_dim=0 with mapping_kwargs.flavour='stylegan1'.*embed_features > 0"):
+        make_config("stylegan1", z_dim=0, c_dim=4)
+    config = make_config("stylegan1", z_dim=0, c_dim=4, mapping_kwargs={"embed_features": 16})
+    assert config.mapping.embed_features == 16
+    make_config("stylegan2-f", z_dim=0, c_dim=4)  # StyleGAN2 embeds the label to w_dim features
+
+
+def test_the_preset_argument_is_a_name():
+    config = make_config("stylegan2-f", img_resolution=8)
+    with pytest.raises(TypeError, match="preset: got a GeneratorConfig; pass it as config="):
+        make_config(config)
+    with pytest.raises(ValueError, match="preset=3: expected None or one of"):
+        make_config(3)
+
+
 def test_from_dict_refuses_unknown_and_mistyped_parts():
     good = make_config("stylegan1", img_resolution=16).to_dict()
     assert GeneratorConfig.from_dict(good) == make_config("stylegan1", img_resolution=16)

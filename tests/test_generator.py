@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sgtriton
-from sgtriton import build_generator
+from sgtriton import build_generator, make_config
 
 PRESETS = ["stylegan1", "revised", "stylegan2-b", "stylegan2-e", "stylegan2-f"]
 SMALL = {"img_resolution": 16, "synthesis_kwargs": {"channel_base": 256, "channel_max": 32},
@@ -161,6 +161,17 @@ def test_build_generator_rejects_bad_resolution_and_backend():
         build_generator("stylegan2-f", img_resolution=100)
     with pytest.raises(ValueError, match="backend='gpu'"):
         build_generator("stylegan2-f", backend="gpu", **SMALL)
+
+
+def test_build_generator_takes_a_config_in_the_preset_place():
+    config = make_config("stylegan2-f", **SMALL)
+    a = build_generator(config, seed=1)
+    b = build_generator(config=config, seed=1)
+    assert a.config == b.config == config
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    with pytest.raises(TypeError, match="either config= or a preset"):
+        build_generator("stylegan2-f", config=config)
 
 
 def test_seeded_build_is_reproducible_and_does_not_touch_the_global_rng():
