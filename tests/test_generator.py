@@ -148,6 +148,13 @@ def test_conditional_mapping_embeds_and_normalises_separately():
     (lambda G: G.synthesis(torch.randn(2, 6, 20), noise_mode="loud"), "noise_mode='loud'"),
     (lambda G: G.mapping(torch.randn(2, 24), None, truncation_psi=0.5, truncation_cutoff=-1),
      "truncation_cutoff=-1"),
+    (lambda G: G.mapping(torch.randn(2, 24), None, truncation_psi=float("nan")),
+     "truncation_psi=nan: expected a finite number"),
+    (lambda G: G(torch.randn(2, 24), None, truncation_psi=float("inf")), "truncation_psi=inf: expected a finite"),
+    (lambda G: G.mapping(torch.randn(2, 24), None, truncation_psi="0.7"), "truncation_psi='0.7': expected a number"),
+    (lambda G: G.mapping(torch.randn(2, 24), None, truncation_psi=None), "truncation_psi=None: expected a number"),
+    (lambda G: G.mapping(torch.randn(2, 24), None, truncation_psi=torch.ones(2)),
+     r"truncation_psi: expected a number or a one-element real tensor, got a tensor of shape \[2\]"),
     (lambda G: G.synthesis.b8.conv0(torch.randn(1, 32, 5, 5), torch.randn(1, 20)), r"synthesis.b8.conv0"),
 ])
 def test_bad_input_raises_naming_the_argument(call, needle):

@@ -25,6 +25,7 @@ updates follows whichever NVlabs idiom the caller speaks:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -39,6 +40,19 @@ from sgtriton.ops.fully_connected import mapping_chain, normalize_2nd_moment, tr
 def _capturing() -> bool:
     """True while a CUDA graph is being captured: the NaN check would sync with the host, so skip it."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def check_truncation_psi(psi: object) -> None:
+    """``psi``: a finite real number, or a one-element tensor (left unchecked: reading it would sync)."""
+    if isinstance(psi, torch.Tensor):
+        if psi.numel() != 1 or psi.is_complex():
+            raise ValueError(f"truncation_psi: expected a number or a one-element real tensor, "
+                             f"got a tensor of shape {list(psi.shape)} ({psi.dtype})")
+        return
+    if isinstance(psi, bool) or not isinstance(psi, numbers.Real):
+        raise TypeError(f"truncation_psi={psi!r}: expected a number, e.g. 0.7")
+    if not math.isfinite(psi):
+        raise ValueError(f"truncation_psi={psi!r}: expected a finite number, e.g. 0.7")
 
 
 class LabelProjection(nn.Module):
@@ -133,6 +147,7 @@ class MappingNetwork(BuiltFromGraph, nn.Module):
         if truncation_cutoff is not None and (isinstance(truncation_cutoff, bool) or
                                               not isinstance(truncation_cutoff, int) or truncation_cutoff < 0):
             raise ValueError(f"truncation_cutoff={truncation_cutoff!r}: expected None or an int >= 0")
+        check_truncation_psi(truncation_psi)
         if truncation_psi != 1 and self.w_avg_beta is None:
             raise ValueError("truncation_psi: this mapping network tracks no w_avg, so it cannot truncate")
         device = (z if self.z_dim else c).device
