@@ -67,7 +67,7 @@ def reject_by_compile_results(results: CompileResults,
         limit = limit_for(capability)
         rejected = []
         for config in spec.configs:
-            for each in ([dtype] if dtype else list(spec.dtypes)):
+            for each in ([dtype] if dtype else [d for d in spec.dtypes if config.applies_to(d)]):
                 result = results(spec, config, each, capability)
                 if result is None:
                     continue
@@ -98,7 +98,8 @@ def default_pruner() -> Pruner:
 
 def split_candidates(spec: KernelSpec, dtype: str | None, capability: int,
                      pruner: Pruner) -> tuple[list[KernelConfig], list[KernelConfig]]:
-    """``(candidates, pruned)``: the configs to benchmark (default first) and those the pruner rejected."""
+    """``(candidates, pruned)``: the configs of ``dtype``'s space to benchmark (default first) and
+    those the pruner rejected."""
     try:
         rejected = list(pruner(spec, dtype, capability))
     except Exception as exc:  # a broken report must not stop tuning
@@ -107,6 +108,8 @@ def split_candidates(spec: KernelSpec, dtype: str | None, capability: int,
         rejected = []
     candidates, pruned = [], []
     for index, config in enumerate(spec.configs):
+        if not config.applies_to(dtype):
+            continue
         if index > 0 and config in rejected:
             pruned.append(config)
         else:

@@ -504,7 +504,7 @@ def plan_jobs(specs: Sequence[KernelSpec], targets: Sequence[int], default_confi
         source_hash = kernel_source_hash(spec.fn)
         configs = spec.configs[:1] if default_config_only else spec.configs
         for index, config in enumerate(configs):
-            for dtype in spec.dtypes:
+            for dtype in (d for d in spec.dtypes if config.applies_to(d)):
                 for variant, found in _specialisations(spec, index, dtype, targets, default_variant_only):
                     if isinstance(found, Exception):
                         what = "aot_signature" if spec.launches is None else "launch capture"

@@ -81,11 +81,22 @@ def interpreter_active() -> bool:
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """One point of a kernel's tuning space: constexpr meta-parameters, warps and stages."""
+    """One point of a kernel's tuning space: constexpr meta-parameters, warps and stages.
+
+    ``dtypes`` limits the point to launches of those dtypes (``None``: every dtype the kernel
+    declares). A tile that fits the registers with 16-bit operands may spill with fp32 ones (whose
+    tensor-core dot needs three products), so the fp32 space can be smaller than the fp16 one. Two
+    configs are the same point whatever their ``dtypes`` (equality, hashing and names ignore it).
+    """
 
     meta: dict[str, int]
     num_warps: int = 4
     num_stages: int = 2
+    dtypes: tuple[str, ...] | None = field(default=None, compare=False)
+
+    def applies_to(self, dtype: str | None) -> bool:
+        """Whether this config is in the space for launches in ``dtype`` (``None``: any dtype)."""
+        return dtype is None or self.dtypes is None or dtype in self.dtypes
 
     def __str__(self) -> str:
         meta = ",".join(f"{k}={v}" for k, v in self.meta.items())
@@ -124,9 +135,22 @@ class KernelSpec:
     def default_config(self) -> KernelConfig:
         return self.configs[0]
 
+    def configs_for(self, dtype: str | None) -> tuple[KernelConfig, ...]:
+        """The tuning space for launches in ``dtype`` (every config when ``dtype`` is ``None``)."""
+        return tuple(c for c in self.configs if c.applies_to(dtype))
+
     def untuned_config(self, key: Hashable) -> KernelConfig:
         """The config a launch with shape ``key`` gets when no tuning table or cache answers."""
         return self.default_config if self.shape_default is None else self.shape_default(key)
+
+
+def key_dtype(key: Hashable) -> str | None:
+    """The ``('dtype', name)`` entry of a launcher's shape key, or ``None`` if it has none."""
+    if isinstance(key, tuple):
+        for item in key:
+            if isinstance(item, tuple) and len(item) == 2 and item[0] == "dtype":
+                return item[1]
+    return None
 
 
 KERNELS: dict[str, KernelSpec] = {}
@@ -155,6 +179,14 @@ def declare_kernel(
     """
     if not configs:
         raise ValueError(f"configs: kernel {name!r} needs at least one config")
+    if configs[0].dtypes is not None:
+        raise ValueError(f"configs: kernel {name!r}'s first config is its default, for every dtype; "
+                         f"expected dtypes=None, got {configs[0].dtypes}")
+    for config in configs:
+        unknown = sorted(set(config.dtypes or ()) - set(dtypes))
+        if unknown or config.dtypes == ():
+            raise ValueError(f"configs: {config} of kernel {name!r} names dtypes {config.dtypes}; "
+                             f"expected some of the kernel's {dtypes}")
     if name in KERNELS and KERNELS[name].fn is not fn:
         raise ValueError(f"name={name!r}: a different kernel is already declared under this name")
     spec = KernelSpec(name, fn, tuple(configs), aot_signature, dtypes, uses_tensor_cores, description,
@@ -209,11 +241,14 @@ def launch_config(spec: KernelSpec, key: Hashable) -> KernelConfig:
     forced = _forced_configs.get(spec.name)
     if forced is not None:
         return forced
+    dtype = key_dtype(key)
     if _config_planner is not None:
-        return _config_planner(spec, key) or spec.untuned_config(key)
-    if _config_selector is not None and not interpreter_active():
+        planned = _config_planner(spec, key)
+        if planned is not None and planned.applies_to(dtype):
+            return planned
+    elif _config_selector is not None and not interpreter_active():
         chosen = _config_selector(spec, key)
-        if chosen is not None:
+        if chosen is not None and chosen.applies_to(dtype):  # a table can't run an fp16-only tile in fp32
             return chosen
     return spec.untuned_config(key)
 
