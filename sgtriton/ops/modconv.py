@@ -41,9 +41,12 @@ tensor cores busy rather than the instruction issue:
   so weight tiles are contiguous rows along ``O``.
 * *Channels-last activations, modulated in registers.* ``x`` is read NHWC, so an A tile
   ``[pixels, channels]`` is contiguous along channels for every tap: 16-byte asynchronous copies,
-  software-pipelined with the weight tiles. The style scales the A tile in registers (``x * s'``,
-  NVlabs' non-fused formulation: in fp16 the product is rounded once, as NVlabs rounds it), and the
-  tensor cores (wgmma on sm_90) read A from there. The output is written channels-last, for the next
+  software-pipelined with the weight tiles. The style scales the smaller of the two tiles in
+  registers: for square and wide tiles the A tile (``x * s'``, NVlabs' non-fused formulation), and
+  the tensor cores (wgmma on sm_90) read A from there; for the tall tiles of the 64- and 32-channel
+  layers the weight tile (``Wg * s'``, NVlabs' fused formulation: half to an eighth of the
+  elements), and A goes to the tensor cores straight from shared memory. In fp16 the product is
+  rounded once either way, as NVlabs rounds it. The output is written channels-last, for the next
   layer.
 * *A lean main loop.* The tap, its pixel offset and the channel offset are carried across
   iterations (no division per step); which taps of a pixel read inside the image is one bit per
@@ -308,6 +311,7 @@ def _modconv_kernel(
     UP: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
     DEMOD: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACT: tl.constexpr, USE_CLAMP: tl.constexpr, SKIP: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
+    MODULATE_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Fused style layer: ``out[n, o, Y, X] = clamp(act(d * conv(x * s, Wg) + strength * noise + bias) * gain) + skip``.
@@ -333,7 +337,10 @@ def _modconv_kernel(
     Constexprs: ``UP`` 1 or 2 (2 needs ``KH = KW = 3``); ``KH``, ``KW`` odd (padding ``KH // 2``);
     ``DEMOD``; ``HAS_NOISE``; ``HAS_BIAS``; ``ACT`` (a :data:`~sgtriton.ops.bias_act.ACTIVATIONS`
     ``kernel_code``); ``USE_CLAMP``; ``SKIP``; ``EVEN_K`` (``I % BLOCK_K == 0``), ``EVEN_N``
-    (``O % BLOCK_N == 0``); ``KH * KW <= 31`` (one bit per tap); tile sizes ``BLOCK_M`` (pixels of the ``H x W`` input
+    (``O % BLOCK_N == 0``); ``MODULATE_W``: the style scales the weight tile (``Wg[i, o] * s[n, i]``,
+    NVlabs' fused formulation) instead of the activation tile (``x * s``, the non-fused one); the
+    launcher scales the smaller of the two (``BLOCK_N < BLOCK_M``), and the unscaled tile goes to
+    the tensor cores straight from shared memory; ``KH * KW <= 31`` (one bit per tap); tile sizes ``BLOCK_M`` (pixels of the ``H x W`` input
     grid), ``BLOCK_N`` (output channels), ``BLOCK_K`` (input channels per step).
 
     Grid: axis 0 = output-channel block (fastest, so the programs that share an input tile run
@@ -357,10 +364,7 @@ def _modconv_kernel(
     s_base = s_ptr + n.to(tl.int64) * stride_sn
     w_col = w_ptr + phase * stride_wp + offs_n[None, :]                                    # [1, BLOCK_N]
 
-    # --- implicit GEMM: acc[p, o] = sum_{tap, i} (x[n, i, p + tap - PAD] * s[n, i]) * Wg[phase, tap, i, o] ---
-    # One flat loop over (tap, input-channel block), so the compiler pipelines a single loop. Both
-    # tiles load along their contiguous axis (channels of x, output channels of Wg); the style
-    # scales the activation tile in registers, which the tensor cores read from there.
+    # --- implicit GEMM: acc[p, o] = sum_{tap, i} x[n, i, p + tap - PAD] * s[n, i] * Wg[phase, tap, i, o] ---
     # Which taps read inside the image, one bit per tap for each pixel of the tile (zero padding by
     # masks), computed once: in the loop a row's mask is a shift and a test.
     tap_ok = tl.zeros([BLOCK_M], dtype=tl.int32)
@@ -373,8 +377,8 @@ def _modconv_kernel(
     # One flat loop over (tap, input-channel block), so the compiler pipelines a single loop. The
     # tap, its pixel offset and the channel offset k0 are carried across iterations and advanced
     # with uniform scalar arithmetic (no division per step). Both tiles load along their contiguous
-    # axis (channels of x, output channels of Wg); the style scales the activation tile in
-    # registers, from where the tensor cores read it. EVEN_K / EVEN_N drop the masks of full tiles.
+    # axis (channels of x, output channels of Wg); the style scales one of them in registers
+    # (MODULATE_W: the weight tile, else the activation tile). EVEN_K / EVEN_N drop the masks of full tiles.
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     tap = 0
     kx = 0
@@ -398,7 +402,10 @@ def _modconv_kernel(
             a = tl.load(a_ptrs, mask=row_ok[:, None] & k_mask[None, :], other=0.0)
             s = tl.load(s_ptrs, mask=k_mask, other=0.0)
             b = tl.load(b_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0.0)
-        a = a * s.to(a.dtype)[None, :]
+        if MODULATE_W:
+            b = b * s.to(b.dtype)[:, None]
+        else:
+            a = a * s.to(a.dtype)[None, :]
         if x_ptr.dtype.element_ty == tl.float32:
             acc = tl.dot(a, b, acc, input_precision=FP32_DOT_PRECISION)
         else:
@@ -533,15 +540,20 @@ def _modconv_weight_grad_kernel(
 #: Tuning space of the style-layer GEMM (first = default). Tiles of 128 pixels per two warpgroups
 #: (wgmma needs 64 rows per warpgroup on sm_90), output-channel widths for the 512-, 64- and
 #: 32-channel layers, and a small tile for the 4x4 to 16x16 layers. Every entry compiles for sm_80
-#: and sm_90 in fp32 and fp16 without spills under Triton 3.6 and 3.9, with the arguments the
-#: launcher passes (fp32's tf32x3 splits both tiles in registers: on sm_80, 128 x 128 x 64 with 8
-#: warps and 128 x 64 x 32 with 4 warps spill).
+#: and sm_90 in the dtypes it names (all when it names none) without spills under Triton 3.6 and
+#: 3.9, with the arguments the launcher passes. fp32's tf32x3 splits both tiles in registers, so
+#: the tall 16-bit tiles for the 64- and 32-channel layers (256 rows per program, the weight tile
+#: modulated; 4 warps for 32 channels) are fp16 only: in fp32 they spill, as 128 x 128 x 64
+#: with 8 warps and 128 x 64 x 32 with 4 warps do on sm_80.
+FP16_ONLY = ("fp16",)
 MODCONV_CONFIGS = (
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=4),
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=4),
     KernelConfig({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=4),
     KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=8, num_stages=3),
     KernelConfig({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=3, dtypes=FP16_ONLY),
+    KernelConfig({"BLOCK_M": 256, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=3, dtypes=FP16_ONLY),
 )
 
 
@@ -576,17 +588,22 @@ def _modconv_launches(up: int):
 def _modconv_shape_default(key) -> KernelConfig:
     """The untuned tile for a layer (shape key of :func:`launch_modconv`): the output-channel width
     that wastes least of the tile (``O`` = 32 at 1024x1024, 64 at 512x512, 128 and more below), tall
-    tiles for large images, and the 64 x 64 tile for the 4x4 and 8x8 layers, which have too few
-    pixels to fill 128 rows and need more programs to spread over the GPU."""
+    tiles for large images (256 rows from 64x64 input pixels up; in fp16 the 32-channel one with 4
+    warps), and the 64 x 64 tile for the 4x4 and 8x8 layers, which have too few pixels to fill 128
+    rows and need more programs to spread over the GPU."""
     shape = dict(key)
-    pixels, out_channels = shape["spatial"], shape["cout"]
+    pixels, out_channels, dtype = shape["spatial"], shape["cout"], shape.get("dtype")
+    tall, fp16 = pixels >= 4096, dtype in FP16_ONLY
+    warps = None
     if out_channels <= 32:
-        tile = (256, 32) if pixels >= 4096 else (128, 32)
+        tile = (256, 32) if tall else (128, 32)
+        warps = 4 if tall and fp16 else None
     elif out_channels <= 64 or pixels < 128:
-        tile = (128, 64) if pixels >= 128 else (64, 64)
+        tile = (256, 64) if tall and fp16 else (128, 64) if pixels >= 128 else (64, 64)
     else:
         tile = (128, 128)
-    return next(c for c in MODCONV_CONFIGS if (c.meta["BLOCK_M"], c.meta["BLOCK_N"]) == tile)
+    return next(c for c in MODCONV_CONFIGS if (c.meta["BLOCK_M"], c.meta["BLOCK_N"]) == tile
+                and warps in (None, c.num_warps) and c.applies_to(dtype))
 
 
 #: One kernel source, two declared specialisations: ``UP`` changes the grid, the weight operand
@@ -855,6 +872,7 @@ def launch_modconv(
         HAS_NOISE=noise is not None, HAS_BIAS=bias is not None, ACT=ACTIVATIONS[act].kernel_code,
         USE_CLAMP=clamp is not None and clamp >= 0, SKIP=skip is not None,
         EVEN_K=in_channels % config.meta["BLOCK_K"] == 0, EVEN_N=out_channels % block_n == 0,
+        MODULATE_W=block_n < block_m,  # scale the smaller tile: BLOCK_K x BLOCK_N against BLOCK_M x BLOCK_K
         num_warps=config.num_warps, num_stages=config.num_stages, **config.meta,
     )
     return out

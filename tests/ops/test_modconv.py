@@ -15,10 +15,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sgtriton.ops._runtime import triton_dtype
 from sgtriton.ops.conv2d_resample import conv2d_resample
 from sgtriton.ops.modconv import (
     DEMOD_EPS,
     MODCONV_CONFIGS,
+    MODCONV_KERNEL,
     cached_phase_weights,
     demodulation_coefficients,
     fp16_prenormalize,
@@ -210,13 +212,18 @@ def test_triton_layer_matches_float64_reference(case):
     assert_close(actual, expected, dtype=c["dtype"], reduction_length=c["in_ch"] * c["k"] ** 2)
 
 
-@pytest.mark.parametrize("index", range(len(MODCONV_CONFIGS)))
-def test_every_config_matches_reference_across_tile_boundaries(index):
+CONFIG_CASES = [(index, dtype) for index, config in enumerate(MODCONV_CONFIGS)
+                for dtype in (torch.float32, torch.float16) if config.applies_to(triton_dtype(dtype))]
+
+
+@pytest.mark.parametrize(("index", "dtype"), CONFIG_CASES)
+def test_every_config_matches_reference_across_tile_boundaries(index, dtype):
     # Just over one tile of pixels (3 x w > BLOCK_M), output channels (BLOCK_N + 5) and input
-    # channels (BLOCK_K + 3), so every config crosses every tile boundary; up=1 fp32 and up=2 fp16
+    # channels (BLOCK_K + 3), so every config crosses every tile boundary, in each dtype of its
+    # space (tall tiles scale the weight tile, the others the activation tile); up=1 and up=2
     # alternate; x is channels-last and the styles transposed, to exercise the strides.
     config = MODCONV_CONFIGS[index]
-    up, dtype, batch = (1, torch.float32, 2) if index % 2 == 0 else (2, torch.float16, 1)
+    up, batch = (1, 2) if (index + (dtype == torch.float16)) % 2 == 0 else (2, 1)
     h, w = 3, config.meta["BLOCK_M"] // 3 + 1
     in_ch, out_ch = config.meta["BLOCK_K"] + 3, config.meta["BLOCK_N"] + 5
     x, weight, styles, bias = make_inputs(index, batch, in_ch, out_ch, h, w)
@@ -228,6 +235,21 @@ def test_every_config_matches_reference_across_tile_boundaries(index):
     expected = expected_layer(x, weight, styles, bias, noise, strength, dtype=dtype, demodulate=True,
                               up=up, clamp=2.0)
     assert_close(actual, expected, dtype=dtype, reduction_length=in_ch * 9)
+
+
+@pytest.mark.parametrize(("dtype", "pixels", "out_channels", "tile"), [
+    ("fp16", 64 * 64, 64, (256, 64, 8)), ("fp32", 64 * 64, 64, (128, 64, 8)),
+    ("fp16", 128 * 128, 32, (256, 32, 4)), ("fp32", 128 * 128, 32, (256, 32, 8)),
+    ("fp16", 32 * 32, 32, (128, 32, 4)), ("fp16", 32 * 32, 64, (128, 64, 8)),
+    ("fp16", 64 * 64, 512, (128, 128, 8)), ("fp32", 8 * 8, 512, (64, 64, 4)),
+])
+def test_untuned_tiles_follow_the_layer_and_its_dtype(dtype, pixels, out_channels, tile):
+    # The tall tiles of the 64- and 32-channel layers are in the fp16 space only (in fp32 they spill).
+    key = (("dtype", dtype), ("batch", 8), ("spatial", pixels), ("cin", 64), ("cout", out_channels), ("k", 3),
+           ("up", 1))
+    config = MODCONV_KERNEL.untuned_config(key)
+    assert (config.meta["BLOCK_M"], config.meta["BLOCK_N"], config.num_warps) == tile
+    assert config.applies_to(dtype)
 
 
 @pytest.mark.parametrize("scale", [1e3, 1e-4])
