@@ -340,8 +340,9 @@ def _modconv_kernel(
     (``O % BLOCK_N == 0``); ``MODULATE_W``: the style scales the weight tile (``Wg[i, o] * s[n, i]``,
     NVlabs' fused formulation) instead of the activation tile (``x * s``, the non-fused one); the
     launcher scales the smaller of the two (``BLOCK_N < BLOCK_M``), and the unscaled tile goes to
-    the tensor cores straight from shared memory; ``KH * KW <= 31`` (one bit per tap); tile sizes ``BLOCK_M`` (pixels of the ``H x W`` input
-    grid), ``BLOCK_N`` (output channels), ``BLOCK_K`` (input channels per step).
+    the tensor cores straight from shared memory; ``KH * KW <= 31`` (one bit per tap); tile sizes
+    ``BLOCK_M`` (pixels of the ``H x W`` input grid), ``BLOCK_N`` (output channels), ``BLOCK_K``
+    (input channels per step).
 
     Grid: axis 0 = output-channel block (fastest, so the programs that share an input tile run
     together) x pixel block; axis 1 = output phase ``ry * UP + rx``; axis 2 = sample.
