@@ -265,6 +265,24 @@ def test_capture_of_a_generator_matches_the_plan_and_names_its_layers():
     assert conv0.config == modconv.MODCONV_KERNEL.untuned_config((("spatial", 4 * 4), ("cout", 512)))
 
 
+def test_capture_ignores_a_table_config_outside_the_launch_dtype(monkeypatch):
+    # A (hand-edited) table naming the fp16-only tall tile for every modulated conv: the fp32
+    # launches run their untuned tile, as launch_config decides on a GPU, and the capture says so.
+    from sgtriton.inspection import capture
+
+    tall = next(c for c in modconv.MODCONV_CONFIGS if c.dtypes)
+    monkeypatch.setattr(capture, "_table_config",
+                        lambda spec, key, target: tall if spec is modconv.MODCONV_KERNEL else None)
+    G = model_generator("stylegan2-f", 8, "fp16")
+    launches = [launch for launch in capture_generator(G, 2, "fp16", 90) if launch.kernel == "modconv2d"]
+    dtypes = {launch.launch.args[0].dtype for launch in launches}
+    assert dtypes == {torch.float16, torch.float32}
+    for launch in launches:
+        fp16 = launch.launch.args[0].dtype == torch.float16
+        assert (launch.config is tall) == fp16
+        assert launch.launch.kwargs["BLOCK_M"] == launch.config.meta["BLOCK_M"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["stylegan1", "revised"])
 def test_capture_matches_the_plan_for_every_block_type(preset):

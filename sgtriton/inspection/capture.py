@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from sgtriton.inspection.launches import CapturedLaunch, _Recorder, replaced_kernels
-from sgtriton.ops._runtime import KERNELS, KernelConfig, KernelSpec, planned_configs
+from sgtriton.ops._runtime import KERNELS, KernelConfig, KernelSpec, key_dtype, planned_configs
 
 #: Precisions a generator can be modelled in (``--dtype``).
 MODEL_DTYPES = ("fp16", "fp32")
@@ -130,7 +130,9 @@ def capture_generator(G: nn.Module, batch: int, dtype: str, target: int | None =
     asked: list[tuple[KernelSpec, KernelConfig]] = []
 
     def choose(spec: KernelSpec, key: Hashable) -> KernelConfig:
-        config = _table_config(spec, key, target) or spec.untuned_config(key)
+        config = _table_config(spec, key, target)
+        if config is None or not config.applies_to(key_dtype(key)):  # as launch_config decides
+            config = spec.untuned_config(key)
         asked.append((spec, config))
         return config
 

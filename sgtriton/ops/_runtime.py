@@ -184,7 +184,7 @@ def declare_kernel(
                          f"expected dtypes=None, got {configs[0].dtypes}")
     for config in configs:
         unknown = sorted(set(config.dtypes or ()) - set(dtypes))
-        if unknown or config.dtypes == ():
+        if unknown or (config.dtypes is not None and not config.dtypes):
             raise ValueError(f"configs: {config} of kernel {name!r} names dtypes {config.dtypes}; "
                              f"expected some of the kernel's {dtypes}")
     if name in KERNELS and KERNELS[name].fn is not fn:

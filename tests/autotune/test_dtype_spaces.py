@@ -39,6 +39,8 @@ def test_declaring_refuses_a_limited_default_and_unknown_dtypes():
         declare_kernel("fake_bad_dtype", FakeKernel(), [GENERAL, odd])
     with pytest.raises(ValueError, match=r"names dtypes \(\)"):
         declare_kernel("fake_no_dtype", FakeKernel(), [GENERAL, KernelConfig({"BLOCK": 16}, dtypes=())])
+    with pytest.raises(ValueError, match=r"names dtypes \[\]"):
+        declare_kernel("fake_no_dtype", FakeKernel(), [GENERAL, KernelConfig({"BLOCK": 16}, dtypes=[])])
 
 
 def test_a_selected_config_outside_the_launch_dtype_falls_back_to_the_untuned_one(spec, monkeypatch):
