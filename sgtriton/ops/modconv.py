@@ -108,16 +108,25 @@ DEMOD_EPS = 1e-8
 # ----------------------------------------------------------------------------------------------
 
 
+def demodulation_gram(weight: torch.Tensor) -> torch.Tensor:
+    """``Q [O, I] = sum over taps of weight^2``: all that demodulation needs of the weight."""
+    return weight.square().flatten(2).sum(-1)  # one contiguous reduction (faster than over dims [2, 3])
+
+
 def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = DEMOD_EPS) -> torch.Tensor:
-    """``d [N, O] = rsqrt(s^2 @ Q^T + eps)`` with ``Q [O, I] = sum over taps of weight^2``."""
-    q = weight.square().flatten(2).sum(-1)  # one contiguous reduction (faster than over dims [2, 3])
-    return (styles.square() @ q.transpose(0, 1) + eps).rsqrt()
+    """``d [N, O] = rsqrt(s^2 @ Q^T + eps)`` with ``Q`` from :func:`demodulation_gram`."""
+    return (styles.square() @ demodulation_gram(weight).transpose(0, 1) + eps).rsqrt()
+
+
+def prenormalization_scale(weight: torch.Tensor) -> torch.Tensor:
+    """``c [O] = 1 / sqrt(I*kh*kw) / max|W[o]|`` in ``weight``'s dtype: NVlabs' fp16 pre-normalisation
+    of the weight (bounds ``|c W s'|`` by ``1/sqrt(I*kh*kw)``)."""
+    return 1 / math.sqrt(weight[0].numel()) / weight.norm(float("inf"), dim=[1, 2, 3])
 
 
 def fp16_prenormalize(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """NVlabs' fp16 overflow guard: scale ``weight`` per output channel and ``styles`` per sample."""
-    fan_in = weight.shape[1] * weight.shape[2] * weight.shape[3]
-    weight = weight * (1 / math.sqrt(fan_in) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    weight = weight * prenormalization_scale(weight)[:, None, None, None]
     styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     return weight, styles
 
@@ -702,12 +711,6 @@ def cached_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor | N
                              lambda: _phase_gemm_layout(upsample_phase_weights(weight, resample_filter)))
 
 
-def prenormalization_scale(weight: torch.Tensor) -> torch.Tensor:
-    """``c [O] = 1 / (sqrt(I*kh*kw) * max|W[o]|)``: the fp16 pre-normalisation of the weight (fp32)."""
-    w = weight.float()
-    return 1 / (math.sqrt(w[0].numel()) * w.abs().amax(dim=[1, 2, 3]))
-
-
 def cached_gemm_weight(weight: torch.Tensor, up: int, resample_filter: torch.Tensor | None,
                        dtype: torch.dtype, prenorm: bool) -> torch.Tensor:
     """The kernel's B operand ``Wg [phases, kh*kw, I, O]`` in ``dtype``, contiguous (K-major rows, ``O``
@@ -725,7 +728,7 @@ def cached_gemm_weight(weight: torch.Tensor, up: int, resample_filter: torch.Ten
             gemm = cached_phase_weights(weight, resample_filter).permute(0, 3, 4, 2, 1).reshape(
                 4, 9, weight.shape[1], weight.shape[0])
         if prenorm:
-            gemm = gemm * prenormalization_scale(weight)
+            gemm = gemm * prenormalization_scale(weight.float())
         return gemm.to(dtype).contiguous()
 
     return _WEIGHT_CACHE.get((weight, resample_filter if up == 2 else None), ("gemm", up, dtype, prenorm), compute)
@@ -735,9 +738,9 @@ def cached_demod_gram(weight: torch.Tensor, prenorm: bool) -> torch.Tensor:
     """``Q'^T [I, O]`` fp32 contiguous, ``Q'[o, i] = c[o]^2 sum_k W[o, i, k]^2`` (``c`` as in
     :func:`cached_gemm_weight`), per weight version: demodulation needs only this and the styles."""
     def compute() -> torch.Tensor:
-        q = weight.float().square().flatten(2).sum(-1)
+        q = demodulation_gram(weight.float())
         if prenorm:
-            q = q * prenormalization_scale(weight)[:, None].square()
+            q = q * prenormalization_scale(weight.float())[:, None].square()
         return q.transpose(0, 1).contiguous()
 
     return _WEIGHT_CACHE.get((weight,), ("gram", prenorm), compute)
@@ -1094,14 +1097,13 @@ def _effective_operands(weight: torch.Tensor, styles: torch.Tensor, prenorm: boo
 def _prenormalize_vjp(weight, styles, dw_eff, ds_eff):
     """Carry ``dW'``, ``ds'`` back through :func:`fp16_prenormalize` (max-abs gradients shared by ties)."""
     w, s = weight.float(), styles.float()
-    fan_in = w[0].numel()
     w_max = w.abs().amax(dim=[1, 2, 3], keepdim=True)
     s_max = s.abs().amax(dim=1, keepdim=True)
     w_arg = w.sign() * (w.abs() == w_max)
     s_arg = s.sign() * (s.abs() == s_max)
     w_arg = w_arg / w_arg.abs().sum(dim=[1, 2, 3], keepdim=True)
     s_arg = s_arg / s_arg.abs().sum(dim=1, keepdim=True)
-    a = 1 / (math.sqrt(fan_in) * w_max)
+    a = prenormalization_scale(w)[:, None, None, None]
     dw = dw_eff * a - (dw_eff * w).sum(dim=[1, 2, 3], keepdim=True) * a / w_max * w_arg
     ds = ds_eff / s_max - (ds_eff * s).sum(dim=1, keepdim=True) / s_max.square() * s_arg
     return dw, ds
@@ -1212,8 +1214,7 @@ def _modconv_backward(ctx, grad):
         dw_eff = modconv_weight_grad(x.float() * s_eff[:, :, None, None], gf * d[:, :, None, None],
                                      weight.shape, up, resample_filter)
         if demodulate:
-            q = w_eff.square().flatten(2).sum(-1)
-            ds_eff = ds_eff - s_eff * (e @ q)
+            ds_eff = ds_eff - s_eff * (e @ demodulation_gram(w_eff))
             dw_eff = dw_eff - w_eff * (e.transpose(0, 1) @ s_eff.square())[:, :, None, None]
         if prenorm:
             dw_eff, ds_eff = _prenormalize_vjp(weight, styles, dw_eff, ds_eff)

@@ -18,8 +18,9 @@ float32 (the image path is float32 in NVlabs even for fp16 blocks; float64 stays
 The kernel is the ``SKIP`` specialisation of the modulated-conv kernel in
 :mod:`sgtriton.ops.modconv` (``KH = KW = 1``, no demodulation, linear activation): the 1x1 conv is
 a ``[pixels, I] x [I, O]`` GEMM reading ``x`` channels-last (as the style layer leaves it) with the
-style applied to the activation tile, and the epilogue adds the bias, clamps, and adds the bilinear
-2x2 gather of the previous image before one float32 store (the image stays NCHW).
+style applied to the weight tile (the smaller one: ``O`` is a few image channels), and the epilogue
+adds the bias, clamps, and adds the bilinear 2x2 gather of the previous image before one float32
+store (the image stays NCHW).
 """
 
 from __future__ import annotations

@@ -252,6 +252,19 @@ def test_untuned_tiles_follow_the_layer_and_its_dtype(dtype, pixels, out_channel
     assert config.applies_to(dtype)
 
 
+def test_fp16_prenormalisation_is_nvlabs_scaling():
+    # NVlabs (fp16, demodulated): w = weight / (sqrt(I*kh*kw) * max|weight[o]|) per output channel,
+    # styles / max|styles[n]| per sample -- stated here on its own, since kernel and reference share
+    # the helper that computes it.
+    weight, styles = torch.randn(6, 5, 3, 3, dtype=F64) * 7, torch.randn(4, 5, dtype=F64) * 3
+    w_eff, s_eff = fp16_prenormalize(weight, styles)
+    torch.testing.assert_close(w_eff.abs().amax(dim=[1, 2, 3]), torch.full([6], 1 / math.sqrt(5 * 9), dtype=F64))
+    torch.testing.assert_close(s_eff.abs().amax(dim=1), torch.ones(4, dtype=F64))
+    torch.testing.assert_close(w_eff / weight, (w_eff / weight)[:, :1, :1, :1].expand_as(weight))
+    torch.testing.assert_close(s_eff / styles, (s_eff / styles)[:, :1].expand_as(styles))
+    assert (w_eff / weight > 0).all() and (s_eff / styles > 0).all()
+
+
 @pytest.mark.parametrize("scale", [1e3, 1e-4])
 def test_fp16_follows_nvlabs_prenormalisation(scale):
     # Large: |W * s| = 1e6 would overflow fp16 operands without the pre-normalisation. Small: the
